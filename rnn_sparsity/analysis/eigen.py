@@ -1,0 +1,34 @@
+"""Eigenvalues of recurrent matrices (on the host, in NumPy: eig has no accelerator kernel everywhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def eigenvalues(matrix) -> np.ndarray:
+    """Eigenvalues of a square matrix, sorted by descending real part (stable order for plotting)."""
+    values = np.linalg.eigvals(np.asarray(matrix, dtype=float))
+    return values[np.argsort(-values.real, kind="stable")]
+
+
+def spectral_radius(matrix) -> float:
+    return float(np.max(np.abs(np.linalg.eigvals(np.asarray(matrix, dtype=float)))))
+
+
+class SpectrumTracker:
+    """Collects eig(matrix) with its training step; steps already sampled are not sampled twice."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.values: list[np.ndarray] = []
+
+    def sample(self, step: int, matrix) -> None:
+        if self.steps and self.steps[-1] == step:
+            return
+        self.steps.append(int(step))
+        self.values.append(eigenvalues(matrix))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if not self.steps:
+            return {}
+        return {"eig_steps": np.array(self.steps), "eig_values": np.stack(self.values)}

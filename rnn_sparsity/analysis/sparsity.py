@@ -1,0 +1,18 @@
+"""Sparsity of parameter sets: exact zeros and near zeros."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+NEAR_ZERO = 1e-4
+
+
+def sparsity_metrics(params: Mapping[str, np.ndarray], names, near_zero: float = NEAR_ZERO) -> dict[str, float]:
+    """Over the named parameters together: fraction of entries exactly 0 (`sparsity`) and with
+    |θ| < near_zero (`near_zero_fraction`); also per parameter as `sparsity/<name>`."""
+    flat = np.concatenate([np.ravel(params[n]) for n in names])
+    out = {"sparsity": float(np.mean(flat == 0)), "near_zero_fraction": float(np.mean(np.abs(flat) < near_zero))}
+    out.update({f"sparsity/{n}": float(np.mean(np.asarray(params[n]) == 0)) for n in names})
+    return out

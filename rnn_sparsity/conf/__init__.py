@@ -1,0 +1,1 @@
+"""Hydra config tree (shipped in the wheel): one folder per group, config.yaml at the root."""

@@ -1,0 +1,174 @@
+"""Typed config schemas, registered in Hydra's ConfigStore, and the value checks run before any compute.
+
+Every YAML option in `conf/<group>/` names its schema in its defaults list (`- <name>_schema`), so Hydra
+checks types and refuses unknown keys when it composes. Ranges are checked by `validate`, which raises
+`ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message names key, value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config value {key}={value!r}: {allowed}")
+
+
+# ----------------------------------------------------------------------------------------- groups
+@dataclass
+class CTRNNConfig:
+    name: str = "ctrnn"
+    n_units: int = 200  # N, number of rate units
+    sparsity: float = 0.0  # s, fraction of J pruned by a fixed Bernoulli mask drawn from the seed
+    dt: float = 0.02  # Euler step (time units)
+    tau: float = 1.0  # membrane time constant
+    gain: float = 1.0  # g, J ~ g N(0, 1/N) at init
+
+
+@dataclass
+class SineWaveConfig:
+    name: str = "sine_wave"
+    n_freqs: int = 51  # number of tasks (frequencies)
+    omega_min: float = 0.1  # lowest angular frequency (rad per time unit)
+    omega_max: float = 0.6  # highest angular frequency
+    drive_time: float = 8.0  # time driven by the sine before the free-running phase
+    train_time: float = 64.0  # free-running phase over which the loss is taken
+
+
+@dataclass
+class RegularizerConfig:
+    name: str = "l1"  # none | l1 | l2 | elastic_net
+    strength: float = 0.0  # λ
+    l1_ratio: float = 1.0  # elastic_net mix: λ (r |θ| + (1 - r) θ²)
+    targets: list[str] = field(default_factory=lambda: ["J"])  # parameter names the penalty acts on
+    reduction: str = "mean"  # mean | sum over the targeted entries
+    mode: str = "penalty"  # penalty (added to the loss) | proximal (soft-threshold after each update)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam_lbfgs"  # adam | sgd | lbfgs | adam_lbfgs
+    lr: float = 1e-3  # learning rate of the first-order stage
+    steps: int = 1000  # steps of the first (or only) stage
+    momentum: float = 0.9  # sgd only
+    lbfgs_steps: int = 2000  # adam_lbfgs: iterations of the second stage
+    loss_threshold: float = 1e-4  # adam_lbfgs: second stage runs only if the best first-stage loss is above
+    divergence_factor: float = 1e4  # a run diverges when its loss is non-finite or above factor x initial loss
+
+
+@dataclass
+class AnalysisConfig:
+    name: str = "default"
+    enabled: bool = True  # False: no spectrum tracking, no analysis.npz, no per-run figures
+    eig_every: int = 50  # steps between eigenvalue samples of J (also the length of a jitted chunk)
+    figures: bool = True  # draw per-run figures
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    task: Any = MISSING
+    regularizer: RegularizerConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    analysis: AnalysisConfig = MISSING
+    seed: int = 0  # one PRNG key per run: init, mask, data
+    precision: str = "float32"  # float32 | float64 (turns on JAX x64 before any array exists)
+    progress: bool = True  # progress bar on stderr
+
+
+def register_configs() -> None:
+    """Register the schemas; YAML options reference them as `<name>_schema` in their defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, name, node in [
+        ("model", "ctrnn", CTRNNConfig),
+        ("task", "sine_wave", SineWaveConfig),
+        ("regularizer", "regularizer", RegularizerConfig),
+        ("optimizer", "optimizer", OptimizerConfig),
+        ("analysis", "analysis", AnalysisConfig),
+    ]:
+        cs.store(group=group, name=f"{name}_schema", node=node)
+
+
+register_configs()
+
+
+# ------------------------------------------------------------------------------------------ checks
+REGULARIZERS = ("none", "l1", "l2", "elastic_net")
+OPTIMIZERS = ("adam", "sgd", "lbfgs", "adam_lbfgs")
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _positive(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    _check(value > 0, key, value, "must be > 0")
+
+
+def _one_of(cfg: DictConfig, key: str, options: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    _check(value in options, key, value, f"must be one of {', '.join(options)}")
+
+
+def _validate_ctrnn(cfg: DictConfig) -> None:
+    for key in ("model.n_units", "model.dt", "model.tau", "model.gain"):
+        _positive(cfg, key)
+    s = cfg.model.sparsity
+    _check(0.0 <= s < 1.0, "model.sparsity", s, "must satisfy 0 <= s < 1")
+    _check(cfg.model.dt <= cfg.model.tau, "model.dt", cfg.model.dt,
+           f"must be <= model.tau ({cfg.model.tau}) for a stable Euler step")
+
+
+def _validate_sine_wave(cfg: DictConfig) -> None:
+    for key in ("task.n_freqs", "task.omega_min", "task.omega_max", "task.train_time"):
+        _positive(cfg, key)
+    _check(cfg.task.drive_time >= 0, "task.drive_time", cfg.task.drive_time, "must be >= 0")
+    _check(cfg.task.omega_max >= cfg.task.omega_min, "task.omega_max", cfg.task.omega_max,
+           f"must be >= task.omega_min ({cfg.task.omega_min})")
+    nyquist = 3.141592653589793 / cfg.model.dt
+    _check(cfg.task.omega_max < nyquist, "task.omega_max", cfg.task.omega_max,
+           f"must be below the Nyquist frequency pi/model.dt = {nyquist:.3g}")
+    steps = cfg.task.train_time / cfg.model.dt
+    _check(steps >= 2, "task.train_time", cfg.task.train_time, "must span at least 2 steps of model.dt")
+
+
+MODEL_CHECKS = {"ctrnn": _validate_ctrnn}
+TASK_CHECKS = {"sine_wave": _validate_sine_wave}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every range before any compute; raise ConfigError on the first bad value."""
+    _one_of(cfg, "precision", ("float32", "float64"))
+    _one_of(cfg, "model.name", tuple(MODEL_CHECKS))
+    _one_of(cfg, "task.name", tuple(TASK_CHECKS))
+    MODEL_CHECKS[cfg.model.name](cfg)
+    TASK_CHECKS[cfg.task.name](cfg)
+
+    reg = cfg.regularizer
+    _one_of(cfg, "regularizer.name", REGULARIZERS)
+    _check(reg.strength >= 0, "regularizer.strength", reg.strength, "must be >= 0")
+    _check(0.0 <= reg.l1_ratio <= 1.0, "regularizer.l1_ratio", reg.l1_ratio, "must satisfy 0 <= r <= 1")
+    _one_of(cfg, "regularizer.reduction", ("mean", "sum"))
+    _one_of(cfg, "regularizer.mode", ("penalty", "proximal"))
+    _check(len(reg.targets) > 0, "regularizer.targets", list(reg.targets), "must name at least one parameter")
+
+    opt = cfg.optimizer
+    _one_of(cfg, "optimizer.name", OPTIMIZERS)
+    for key in ("optimizer.lr", "optimizer.steps", "optimizer.divergence_factor"):
+        _positive(cfg, key)
+    _check(0.0 <= opt.momentum < 1.0, "optimizer.momentum", opt.momentum, "must satisfy 0 <= momentum < 1")
+    _check(opt.lbfgs_steps >= 0, "optimizer.lbfgs_steps", opt.lbfgs_steps, "must be >= 0")
+    _check(opt.loss_threshold >= 0, "optimizer.loss_threshold", opt.loss_threshold, "must be >= 0")
+
+    _positive(cfg, "analysis.eig_every")

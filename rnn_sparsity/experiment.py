@@ -1,0 +1,172 @@
+"""One experiment from a validated config: build -> fit -> evaluate -> write the run directory.
+
+Trainers are cached by the static part of the config (everything but the traced hyper-values and the
+seed), so the runs of a sweep that share shapes in one process share one compilation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from . import artifacts
+from .analysis.eigen import SpectrumTracker, eigenvalues, spectral_radius
+from .analysis.sparsity import sparsity_metrics
+from .config import validate
+from .models import make_model
+from .optimizers import make_stages
+from .regularizers import make_regularizer
+from .tasks import make_task
+from .train import RECORD_FIELDS, Trainer, records_to_rows
+
+log = logging.getLogger(__name__)
+
+# config key -> name in `hyper`: values a sweep varies without recompiling
+TRACED_KEYS = {
+    "model.sparsity": "sparsity", "model.gain": "gain",
+    "regularizer.strength": "strength", "regularizer.l1_ratio": "l1_ratio",
+    "optimizer.lr": "lr", "optimizer.momentum": "momentum",
+    "optimizer.loss_threshold": "loss_threshold", "optimizer.divergence_factor": "divergence_factor",
+}
+UNTRACED_KEYS = ("seed", "progress", "analysis.figures", "analysis.enabled", "analysis.name")
+
+
+def set_precision(precision: str) -> Any:
+    """Turn JAX x64 on or off (before any array of the run exists) and return the float dtype."""
+    jax.config.update("jax_enable_x64", precision == "float64")
+    return jnp.float64 if precision == "float64" else jnp.float32
+
+
+def static_key(cfg: DictConfig) -> str:
+    """The config without traced values and seed: runs with equal keys share a compiled trainer."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in (*TRACED_KEYS, *UNTRACED_KEYS):
+        *path, leaf = key.split(".")
+        node = functools.reduce(lambda d, k: d.get(k, {}), path, container)
+        node.pop(leaf, None)
+    return json.dumps(container, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _trainer(key: str) -> Trainer:
+    cfg = OmegaConf.create(json.loads(key))
+    dtype = jnp.float64 if cfg.precision == "float64" else jnp.float32
+    task = make_task(cfg.task, cfg.model)
+    model = make_model(cfg.model, task.n_inputs, task.n_outputs, dtype)
+    neutral = {name: 0.0 for name in TRACED_KEYS.values()}  # shapes never depend on traced values
+    shapes = jax.eval_shape(lambda k: model.init(k, neutral)[0], jax.random.key(0))
+    regularizer = make_regularizer(cfg.regularizer, {k: v.shape for k, v in shapes.items()})
+    proximal = cfg.regularizer.mode == "proximal"
+    return Trainer(model, task, regularizer, make_stages(cfg.optimizer, proximal), proximal,
+                   chunk_steps=cfg.analysis.eig_every, dtype=dtype)
+
+
+def make_trainer(cfg: DictConfig) -> Trainer:
+    """The trainer for cfg's static part (cached); set_precision(cfg.precision) must come first."""
+    return _trainer(static_key(cfg))
+
+
+def hyper_values(cfg: DictConfig, dtype) -> dict[str, jax.Array]:
+    """The traced hyper-values of cfg (TRACED_KEYS) as scalars of the run's dtype."""
+    return {name: jnp.asarray(OmegaConf.select(cfg, key), dtype) for key, name in TRACED_KEYS.items()}
+
+
+class FitResult(NamedTuple):
+    state: Any
+    history: pd.DataFrame
+    spectrum: dict[str, np.ndarray]
+
+
+def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = True,
+        progress: bool = True) -> FitResult:
+    """Host loop over the jitted chunks: history, spectrum samples, progress bar, stop on divergence."""
+    rows, tracker = [], SpectrumTracker()
+    bar = tqdm(total=trainer.total_steps(), disable=not progress, unit="step", dynamic_ncols=True,
+               mininterval=1.0, leave=False)
+    state = None
+    for index, state, records in trainer.chunks(key, hyper, skip_idle=True):
+        if records is not None:
+            chunk = records_to_rows(records, trainer.stages[index].name)
+            rows.append(chunk)
+            bar.set_description(trainer.stages[index].name, refresh=False)
+            if len(chunk["loss"]):
+                bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
+            bar.update(len(chunk["step"]))
+        if track_spectrum:
+            tracker.sample(int(state.step), trainer.model.recurrent(state.params))
+        if bool(state.diverged):
+            log.warning("run diverged at step %d", int(state.diverged_step))
+            break
+    bar.close()
+    columns = {k: np.concatenate([r[k] for r in rows]) for k in (*RECORD_FIELDS, "stage")} if rows else \
+        {k: [] for k in (*RECORD_FIELDS, "stage")}
+    history = pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
+    return FitResult(state, history, tracker.arrays())
+
+
+def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics and analysis arrays of the best parameters of a finished fit."""
+    params, mask = state.best_params, state.mask
+    effective = jax.tree.map(jnp.multiply, params, mask)
+    outputs, _ = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
+    outputs = np.asarray(outputs)
+    task_loss = float(trainer.task_loss(params, mask))
+    reg_loss = float(trainer.regularizer.penalty(params, hyper))
+    host = {k: np.asarray(v) for k, v in params.items()}
+    names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked]))
+    metrics = {"status": "diverged" if bool(state.diverged) else "completed",
+               "final_loss": task_loss + reg_loss, "task_loss": task_loss, "reg_loss": reg_loss,
+               **sparsity_metrics(host, names), "steps": int(state.step),
+               "diverged_step": int(state.diverged_step) if bool(state.diverged) else None,
+               "initial_loss": float(state.init_loss)}
+    arrays = dict(trainer.task.arrays(outputs)) if np.all(np.isfinite(outputs)) else {}
+    recurrent = trainer.model.recurrent(params)
+    if recurrent is not None and np.all(np.isfinite(np.asarray(recurrent))):
+        metrics["spectral_radius"] = spectral_radius(recurrent)
+        arrays["final_eigenvalues"] = eigenvalues(recurrent)
+    if arrays.get("task_outputs") is not None:
+        metrics.update(trainer.task.metrics(outputs))
+    return metrics, arrays
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Validate, train, evaluate and write a complete run directory (DONE last). Returns metrics."""
+    start = time.perf_counter()
+    validate(cfg)
+    set_precision(cfg.precision)
+    trainer = make_trainer(cfg)
+    hyper = hyper_values(cfg, trainer.dtype)
+    key = jax.random.key(cfg.seed)
+    result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress)
+    metrics, arrays = evaluate(trainer, result.state, hyper)
+    stages_run = result.history["stage"].unique().tolist()
+    metrics.update(stages=",".join(stages_run), wall_s=time.perf_counter() - start)
+
+    run_dir = Path(run_dir)
+    state = result.state
+    artifacts.write_params(run_dir, {k: np.asarray(v) for k, v in state.best_params.items()},
+                           init={k: np.asarray(v) for k, v in state.init_params.items()},
+                           mask={k: np.asarray(state.mask[k]) for k in trainer.model.masked})
+    artifacts.write_history(run_dir, result.history)
+    if cfg.analysis.enabled:
+        artifacts.write_arrays(run_dir / artifacts.ANALYSIS, {**result.spectrum, **arrays})
+    artifacts.write_metrics(run_dir, metrics)
+    if cfg.analysis.figures:
+        from .plots.run import draw_run_figures
+
+        draw_run_figures(run_dir)
+    artifacts.mark_done(run_dir)
+    log.info("%s: final_loss=%.4g sparsity=%.3f freq_error=%s (%.1fs)", metrics["status"],
+             metrics["final_loss"], metrics["sparsity"], metrics.get("freq_error"), metrics["wall_s"])
+    return metrics

@@ -1,0 +1,127 @@
+"""Cross-run comparison figures, drawn from the aggregated runs table and the run directories on disk.
+
+`draw_sweep_figures` writes, for completed runs only:
+
+  <metric>_vs_<key>.png   a metric against a swept key: mean and 95% CI over seeds, coloured by another
+                          swept key when there is one; symlog x for `...strength` keys (λ = 0 included)
+  spectra_by_<key>.png    for key in SPECTRUM_SWEEPS: one complex-plane panel per swept value, eigenvalues
+                          of J over training coloured by step on one shared colour scale and shared limits
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from rnn_sparsity.plots.run import (
+    SPECTRUM_KEYS,
+    draw_spectrum,
+    read_analysis,
+    save_figure,
+    spectrum_limits,
+    step_norm,
+)
+
+SPECTRUM_SWEEPS = ("regularizer.strength", "model.sparsity")
+PANEL_COLUMNS = 4
+
+
+def format_value(value: Any) -> str:
+    """A config value for a label: numbers compactly (0.001, 1e-05), anything else as text."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def sorted_values(column: pd.Series) -> list:
+    """The distinct values of a column in ascending order (missing values left out)."""
+    return sorted(column.dropna().unique())
+
+
+def metric_figure(runs: pd.DataFrame, metric: str, key: str, hue: str | None = None) -> Figure:
+    """`metric` against `key`: mean over seeds with a bootstrapped 95% CI, one line per value of `hue`.
+
+    The bootstrap is seeded so that redrawing from the same runs gives the same figure.
+    """
+    data = runs.dropna(subset=[metric])
+    hue_options = {}
+    if hue is not None:
+        # As text, so seaborn draws one categorical colour per value rather than a continuous scale.
+        data = data.assign(**{hue: data[hue].map(format_value)})
+        hue_options = {"hue": hue, "hue_order": [format_value(v) for v in sorted_values(runs[hue])]}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    sns.lineplot(data=data, x=key, y=metric, marker="o", errorbar=("ci", 95), seed=0, ax=ax, **hue_options)
+    positive = pd.to_numeric(data[key], errors="coerce").loc[lambda x: x > 0]
+    if key.endswith("strength") and not positive.empty:
+        ax.set_xscale("symlog", linthresh=float(positive.min()))
+    ax.set_title(f"{metric} vs {key} (mean, 95% CI over seeds)", fontsize=10)
+    return fig
+
+
+def representative_runs(runs: pd.DataFrame, key: str, keys: Sequence[str]) -> pd.DataFrame:
+    """One run per value of `key`: other swept keys at their first value where possible, then lowest seed."""
+    others = [k for k in keys if k != key]
+    off_first = sum((runs[k] != sorted_values(runs[k])[0]).astype(int) for k in others if runs[k].notna().any())
+    order = ["off_first"] + [c for c in ("seed", "run_dir") if c in runs]
+    chosen = runs.assign(off_first=off_first).sort_values(order).drop_duplicates(key)
+    return chosen.sort_values(key)
+
+
+def panel_title(run: pd.Series, key: str, keys: Sequence[str]) -> str:
+    """`key = value`, and below it the other swept values and the seed of the run shown."""
+    context = [f"{k}={format_value(run[k])}" for k in keys if k != key]
+    if "seed" in run:
+        context.append(f"seed={format_value(run['seed'])}")
+    return f"{key} = {format_value(run[key])}\n" + ", ".join(context)
+
+
+def spectra_figure(runs: pd.DataFrame, key: str, keys: Sequence[str]) -> Figure | None:
+    """A grid of spectra, one panel per value of `key`; None when no run of the sweep has eigenvalues."""
+    panels = []
+    for _, run in representative_runs(runs, key, keys).iterrows():
+        analysis = read_analysis(Path(run["run_dir"]), SPECTRUM_KEYS)
+        if analysis is not None:
+            panels.append((run, analysis))
+    if not panels:
+        return None
+    n_cols = min(PANEL_COLUMNS, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained",
+                             figsize=(3.3 * n_cols + 1.2, 3.4 * n_rows + 0.5))
+    analyses = [analysis for _, analysis in panels]
+    norm = step_norm(analyses)
+    xlim, ylim = spectrum_limits(analyses)
+    for ax, (run, analysis) in zip(axes.flat, panels):
+        points = draw_spectrum(ax, analysis, norm)
+        ax.set(xlim=xlim, ylim=ylim)
+        ax.set_title(panel_title(run, key, keys), fontsize=9)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    axes[0, 0].legend(loc="upper left", fontsize=7)
+    fig.colorbar(points, ax=axes, label="training step", shrink=0.9)
+    fig.suptitle(f"Eigenvalues of J during training, by {key}")
+    return fig
+
+
+def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str],
+                       out_dir: Path) -> list[Path]:
+    """Every comparison figure for the completed runs in `runs`; returns the written paths."""
+    completed = runs[runs["status"] == "completed"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key in keys:
+        hue = next((k for k in keys if k != key), None)
+        for metric in metrics:
+            if completed[metric].notna().any():
+                fig = metric_figure(completed, metric, key, hue)
+                written.append(save_figure(fig, out_dir / f"{metric}_vs_{key}.png"))
+    for key in SPECTRUM_SWEEPS:
+        fig = spectra_figure(completed, key, keys) if key in keys and not completed.empty else None
+        if fig is not None:
+            written.append(save_figure(fig, out_dir / f"spectra_by_{key}.png"))
+    return written

@@ -1,0 +1,44 @@
+"""Tasks: each module exposes `make_task(cfg, model_cfg) -> Task`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+
+class Task(NamedTuple):
+    """Data and scoring of one task family, all tasks as one batch.
+
+    inputs (T, B, n_in), targets (T, B, n_out) and loss_weights (T, 1, 1) are NumPy arrays; the task loss
+    is the weighted MSE. metrics(outputs) -> flat dict of task metrics from the network's outputs
+    (T, B, n_out); arrays(outputs) -> named arrays worth keeping in analysis.npz.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    loss_weights: np.ndarray
+    metrics: Callable[[np.ndarray], dict[str, float]]
+    arrays: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.inputs.shape[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.targets.shape[-1]
+
+
+def weighted_mse(outputs: Any, targets: Any, weights: Any) -> Any:
+    """Σ_t w_t Σ_b,k (z - y)² / (Σ_t w_t · B · n_out): the MSE over the steps with weight 1."""
+    sq = weights * (outputs - targets) ** 2
+    return jnp.sum(sq) / (jnp.sum(weights) * outputs.shape[1] * outputs.shape[2])
+
+
+def make_task(cfg, model_cfg) -> Task:
+    from . import sine_wave
+
+    builders = {"sine_wave": sine_wave.make_task}
+    return builders[cfg.name](cfg, model_cfg)

@@ -1,0 +1,165 @@
+"""make_train(static pieces) -> Trainer, whose `train(key, hyper)` is pure, jit-able and vmap-able.
+
+What fixes shapes and compilation (model sizes, task data, step counts, which regularizer and stages)
+is closed over; what a sweep varies without changing shapes (λ, learning rate, sparsity s, gain, the
+PRNG key) arrives in `hyper` and `key` as traced values. Training runs in jitted chunks of `lax.scan`:
+`chunks()` yields after each one, so the host (see `fit`) can record history, sample the spectrum,
+update a progress bar and stop on divergence between chunks, never per step.
+
+Divergence is per run, inside the chunk: a step whose loss is NaN/Inf or above divergence_factor times
+the initial loss is not applied, the run is frozen and flagged, so a vmapped batch carries on with its
+other members and `train` stays pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .models import Model
+from .optimizers import Objective, Stage
+from .regularizers import Regularizer
+from .tasks import Task, weighted_mse
+
+RECORD_FIELDS = ("step", "loss", "task_loss", "reg_loss", "grad_norm")
+
+
+class TrainState(NamedTuple):
+    params: Any  # current parameters θ
+    opt_state: Any  # the current stage's optimizer state (None before the first stage)
+    mask: Any  # structural mask M (1 free, 0 pinned at 0)
+    init_params: Any
+    best_params: Any  # the lowest-loss parameters seen so far: what a run returns
+    best_loss: jax.Array
+    init_loss: jax.Array
+    step: jax.Array  # global step count over all stages
+    running: jax.Array  # this stage runs (False: skipped by its threshold, or the run diverged)
+    diverged: jax.Array
+    diverged_step: jax.Array  # -1 unless diverged
+
+
+def _where(cond, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
+class Trainer:
+    """Training of one static configuration; every method is pure in (key, hyper)."""
+
+    def __init__(self, model: Model, task: Task, regularizer: Regularizer, stages: list[Stage],
+                 proximal: bool, chunk_steps: int, dtype):
+        self.model, self.task, self.regularizer, self.stages = model, task, regularizer, stages
+        self.proximal, self.chunk_steps, self.dtype = proximal, int(chunk_steps), dtype
+        self._chunk_fns: dict[tuple[int, int], Callable] = {}
+        self._init_fn = jax.jit(self.init)
+        self._begin_fns = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
+
+    # ------------------------------------------------------------------ objective
+    def task_loss(self, params, mask) -> jax.Array:
+        inputs, targets, weights = (jnp.asarray(a, self.dtype) for a in
+                                    (self.task.inputs, self.task.targets, self.task.loss_weights))
+        outputs, _ = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
+        return weighted_mse(outputs, targets, weights)
+
+    def objective(self, mask, hyper) -> Objective:
+        return Objective(task=lambda p: self.task_loss(p, mask),
+                         penalty=lambda p: self.regularizer.penalty(p, hyper),
+                         prox=lambda p, eta: self.regularizer.prox(p, hyper, eta),
+                         mask=mask, proximal=self.proximal)
+
+    def total_loss(self, params, mask, hyper) -> jax.Array:
+        return self.task_loss(params, mask) + self.regularizer.penalty(params, hyper)
+
+    # ------------------------------------------------------------------ pure pieces
+    def init(self, key: jax.Array, hyper: dict) -> TrainState:
+        params, mask = self.model.init(key, hyper)
+        loss = self.total_loss(params, mask, hyper)
+        false, zero = jnp.array(False), jnp.array(0, jnp.int32)
+        return TrainState(params=params, opt_state=None, mask=mask, init_params=params, best_params=params,
+                          best_loss=loss, init_loss=loss, step=zero, running=jnp.array(True),
+                          diverged=false, diverged_step=zero - 1)
+
+    def begin_stage(self, index: int, state: TrainState, hyper: dict) -> TrainState:
+        """Start stage `index` from the best parameters so far; a later stage runs only while the
+        best loss is above optimizer.loss_threshold (the seed's rule for L-BFGS after Adam)."""
+        stage = self.stages[index]
+        objective = self.objective(state.mask, hyper)
+        needed = jnp.array(True) if index == 0 else state.best_loss > hyper["loss_threshold"]
+        return state._replace(params=state.best_params,
+                              opt_state=stage.init(state.best_params, hyper, objective),
+                              running=needed & ~state.diverged)
+
+    def run_chunk(self, index: int, n_steps: int, state: TrainState, hyper: dict):
+        """n_steps of stage `index` in one lax.scan; returns the state and per-step records."""
+        stage = self.stages[index]
+        objective = self.objective(state.mask, hyper)
+        limit = hyper["divergence_factor"] * state.init_loss
+
+        def one_step(s: TrainState, _):
+            params, opt_state, loss, task, reg, gnorm = stage.step(s.params, s.opt_state, hyper, objective)
+            finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & (loss <= limit)
+            ok = s.running & finite
+            newly_diverged = s.running & ~finite
+            improved = ok & (loss < s.best_loss)
+            record = dict(step=s.step, loss=loss, task_loss=task, reg_loss=reg, grad_norm=gnorm,
+                          valid=s.running)
+            s = s._replace(params=_where(ok, params, s.params), opt_state=_where(ok, opt_state, s.opt_state),
+                           best_params=_where(improved, s.params, s.best_params),
+                           best_loss=jnp.where(improved, loss, s.best_loss),
+                           step=s.step + s.running.astype(jnp.int32),
+                           diverged=s.diverged | newly_diverged,
+                           diverged_step=jnp.where(newly_diverged, s.step, s.diverged_step),
+                           running=ok)
+            return s, record
+
+        return jax.lax.scan(one_step, state, None, length=n_steps)
+
+    def chunk_lengths(self, index: int) -> list[int]:
+        steps, k = self.stages[index].steps, self.chunk_steps
+        return [k] * (steps // k) + ([steps % k] if steps % k else [])
+
+    def _chunk_fn(self, index: int, n_steps: int) -> Callable:
+        key = (index, n_steps)
+        if key not in self._chunk_fns:
+            self._chunk_fns[key] = jax.jit(lambda s, h: self.run_chunk(index, n_steps, s, h))
+        return self._chunk_fns[key]
+
+    def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False
+               ) -> Iterator[tuple[int, TrainState, dict | None]]:
+        """Yield (stage index, state, records of the chunk) after init (records None) and each chunk.
+
+        With skip_idle (concrete values only, i.e. not under vmap) a stage that will not run (skipped
+        by its threshold, or the run diverged) is passed over instead of computed and discarded.
+        """
+        state = self._init_fn(key, hyper)
+        yield -1, state, None
+        for index in range(len(self.stages)):
+            state = self._begin_fns[index](state, hyper)
+            for n_steps in self.chunk_lengths(index):
+                if skip_idle and not bool(state.running):
+                    break
+                state, records = self._chunk_fn(index, n_steps)(state, hyper)
+                yield index, state, records
+
+    def train(self, key: jax.Array, hyper: dict) -> tuple[TrainState, dict]:
+        """Pure: the whole training; returns the final state and all per-step records concatenated
+        (records with valid == False belong to stages that did not run)."""
+        state, records = None, []
+        for _, state, rec in self.chunks(key, hyper):
+            if rec is not None:
+                records.append(rec)
+        stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *records) if records else {}
+        return state, stacked
+
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+
+def records_to_rows(records: dict, stage: str) -> dict[str, np.ndarray]:
+    """Host-side: keep the valid steps of one chunk's records as NumPy columns."""
+    valid = np.asarray(records["valid"])
+    rows = {k: np.asarray(records[k])[valid] for k in RECORD_FIELDS}
+    rows["stage"] = np.full(int(valid.sum()), stage)
+    return rows

@@ -1,0 +1,97 @@
+"""Config composition, typing and value checks (DESIGN rule 1)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import compose_cfg
+from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
+from omegaconf.errors import ConfigKeyError
+
+import rnn_sparsity
+from rnn_sparsity.config import ConfigError, validate
+
+CONF = Path(rnn_sparsity.__file__).parent / "conf"
+GROUPS = ["model", "task", "regularizer", "optimizer", "analysis"]
+
+
+def group_options():
+    return [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", group_options())
+def test_every_group_option_composes_and_validates(group, option):
+    cfg = compose_cfg(f"{group}={option}", tiny=False)
+    assert cfg[group].name == option
+    validate(cfg)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "sweeps").glob("*.yaml")))
+def test_every_sweep_preset_composes_with_a_grid(preset):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="rnn_sparsity.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"sweeps={preset}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params, "a preset sets its own grid"
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(cfg)
+
+
+def test_defaults_are_the_seed_spec():
+    cfg = compose_cfg(tiny=False)
+    assert (cfg.model.name, cfg.task.name, cfg.regularizer.name, cfg.optimizer.name, cfg.analysis.name) == (
+        "ctrnn", "sine_wave", "l1", "adam_lbfgs", "default")
+    assert (cfg.model.n_units, cfg.model.dt, cfg.task.n_freqs) == (200, 0.02, 51)
+    assert (cfg.optimizer.lr, cfg.optimizer.steps, cfg.optimizer.lbfgs_steps) == (1e-3, 1000, 2000)
+    assert cfg.regularizer.reduction == "mean" and list(cfg.regularizer.targets) == ["J"]
+
+
+def test_types_are_checked_and_unknown_keys_refused():
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("model.n_units=many")
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_cfg("model.n_unit=5")
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("regularizer=l3")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("regularizer.strength=-1", "regularizer.strength"),
+    ("model.sparsity=1.5", "model.sparsity"),
+    ("model.sparsity=1.0", "model.sparsity"),
+    ("optimizer.steps=0", "optimizer.steps"),
+    ("optimizer.lr=-0.1", "optimizer.lr"),
+    ("model.n_units=0", "model.n_units"),
+    ("task.omega_max=0.05", "task.omega_max"),
+    ("precision=float16", "precision"),
+    ("regularizer.mode=prox", "regularizer.mode"),
+    ("optimizer.momentum=1.0", "optimizer.momentum"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg(override))
+    assert info.value.key == key
+    assert key in str(info.value)
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "rnn_sparsity", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("override,key,code", [
+    ("regularizer.strength=-1", "regularizer.strength", 2),
+    ("model.sparsity=1.5", "model.sparsity", 2),
+    ("optimizer.steps=0", "optimizer.steps", 2),
+    ("regularizer=l3", "regularizer", 1),
+    ("model.n_unit=5", "model.n_unit", 1),
+])
+def test_cli_bad_input_fails_at_once_naming_the_key(tmp_path, override, key, code):
+    proc = cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert key in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("DONE"))
