@@ -52,7 +52,8 @@ class Stage(NamedTuple):
 
 
 def global_norm(tree) -> jax.Array:
-    return optax.global_norm(tree)
+    """sqrt(Σ θ²) over all leaves of a pytree."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
 # ----------------------------------------------------------------------------- first-order stages

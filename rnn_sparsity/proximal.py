@@ -19,7 +19,7 @@ def fista(smooth: Callable[[Any], Any], prox: Callable[[Any, Any, Any], Any], ma
     The step size η comes from a backtracking line search on the smooth part (sufficient decrease).
     """
     solver = jaxopt.ProximalGradient(fun=smooth, prox=prox, acceleration=True, maxls=max_backtracking,
-                                     jit=False, implicit_diff=False)
+                                     implicit_diff=False)
 
     def init(params, prox_hyper):
         return solver.init_state(params, hyperparams_prox=prox_hyper)

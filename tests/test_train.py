@@ -1,0 +1,100 @@
+"""Training: purity under vmap, determinism, proximal vs penalty L1, structural masks, divergence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import compose_cfg
+
+from rnn_sparsity import artifacts
+from rnn_sparsity.experiment import fit, hyper_values, make_trainer, run, set_precision
+
+
+def trainer_for(*overrides):
+    cfg = compose_cfg(*overrides)
+    set_precision(cfg.precision)
+    trainer = make_trainer(cfg)
+    return cfg, trainer, hyper_values(cfg, trainer.dtype)
+
+
+def test_vmap_over_two_strengths_equals_two_separate_calls():
+    cfg, trainer, hyper = trainer_for("precision=float64")
+    strengths = jnp.array([1e-3, 1.0])
+    batched = {k: jnp.stack([v, v]) for k, v in hyper.items()} | {"strength": strengths}
+    key = jax.random.key(3)
+    states, records = jax.vmap(trainer.train, in_axes=(None, 0))(key, batched)
+    for i, strength in enumerate(strengths):
+        state, rec = trainer.train(key, hyper | {"strength": strength})
+        for name in state.best_params:
+            np.testing.assert_allclose(states.best_params[name][i], state.best_params[name], rtol=1e-7, atol=1e-10)  # float64, reordered sums
+        np.testing.assert_allclose(records["loss"][i], rec["loss"], rtol=1e-9)
+        assert int(states.step[i]) == int(state.step)
+    assert not np.allclose(states.best_params["J"][0], states.best_params["J"][1])
+
+
+def test_host_loop_gives_the_same_result_as_the_pure_train():
+    cfg, trainer, hyper = trainer_for("precision=float64", "regularizer.strength=0.1")
+    key = jax.random.key(0)
+    state, records = trainer.train(key, hyper)
+    result = fit(trainer, key, hyper, progress=False)
+    valid = np.asarray(records["valid"])
+    np.testing.assert_allclose(result.history["loss"], np.asarray(records["loss"])[valid], rtol=1e-12)
+    np.testing.assert_allclose(result.state.best_params["J"], state.best_params["J"], rtol=1e-12)
+    assert result.spectrum["eig_steps"].tolist() == list(range(0, int(state.step) + 1, 20))
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+    cfg = compose_cfg("regularizer.strength=0.05", "model.sparsity=0.3", "seed=4")
+    first, second = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")
+    first.pop("wall_s"), second.pop("wall_s")
+    assert first == second
+    np.testing.assert_array_equal(artifacts.read_params(tmp_path / "a")["J"], artifacts.read_params(tmp_path / "b")["J"])
+
+
+@pytest.mark.parametrize("optimizer", ["adam_lbfgs", "sgd"])
+def test_proximal_l1_gives_exact_zeros_where_the_penalty_gives_none(tmp_path, optimizer):
+    strength = "regularizer.strength=10" if optimizer == "adam_lbfgs" else "regularizer.strength=30"
+    extra = ["optimizer.lr=0.1"] if optimizer == "sgd" else []
+    proximal = run(compose_cfg(strength, "regularizer.mode=proximal", f"optimizer={optimizer}", *extra), tmp_path / "p")
+    penalty = run(compose_cfg(strength, "regularizer.mode=penalty", f"optimizer={optimizer}", *extra), tmp_path / "q")
+    assert proximal["status"] == penalty["status"] == "completed"
+    assert proximal["sparsity"] > 0.5, proximal
+    assert penalty["sparsity"] < 0.02, penalty
+    J = artifacts.read_params(tmp_path / "p")["J"]
+    assert np.mean(J == 0) == pytest.approx(proximal["sparsity"])
+
+
+@pytest.mark.parametrize("mode,optimizer", [("penalty", "adam_lbfgs"), ("proximal", "adam_lbfgs"), ("penalty", "sgd")])
+def test_structurally_masked_entries_stay_exactly_zero(tmp_path, mode, optimizer):
+    metrics = run(compose_cfg("model.sparsity=0.5", "regularizer.strength=0.01", f"regularizer.mode={mode}",
+                              f"optimizer={optimizer}"), tmp_path)
+    params = artifacts.read_params(tmp_path)
+    mask = artifacts.read_params(tmp_path, "mask/")["J"]
+    init = artifacts.read_params(tmp_path, "init/")["J"]
+    assert 0.4 < 1 - mask.mean() < 0.6
+    assert np.all(params["J"][mask == 0] == 0) and np.all(init[mask == 0] == 0)
+    assert np.count_nonzero(params["J"][mask == 1]) > 0.9 * mask.sum()  # the rest did train
+    assert not np.allclose(params["J"], init)
+    assert metrics["sparsity"] >= 1 - mask.mean()
+
+
+def test_a_diverging_run_is_recorded_not_raised(tmp_path):
+    metrics = run(compose_cfg("optimizer=sgd", "optimizer.lr=1e3"), tmp_path)
+    assert metrics["status"] == "diverged"
+    assert metrics["diverged_step"] is not None and metrics["steps"] < 60
+    assert artifacts.is_done(tmp_path)
+    assert artifacts.read_metrics(tmp_path)["status"] == "diverged"
+
+
+def test_second_stage_is_skipped_below_the_loss_threshold(tmp_path):
+    metrics = run(compose_cfg("optimizer.loss_threshold=10"), tmp_path)
+    history = artifacts.read_history(tmp_path)
+    assert metrics["stages"] == "adam" and set(history["stage"]) == {"adam"} and metrics["steps"] == 60
+    metrics = run(compose_cfg("optimizer.loss_threshold=0"), tmp_path / "b")
+    assert metrics["stages"] == "adam,lbfgs" and metrics["steps"] == 80
+
+
+def test_best_loss_parameters_are_kept(tmp_path):
+    metrics = run(compose_cfg("optimizer=adam", "optimizer.lr=0.3"), tmp_path)  # a jumpy run
+    history = artifacts.read_history(tmp_path)
+    assert metrics["final_loss"] == pytest.approx(history["loss"].min(), rel=1e-5)
