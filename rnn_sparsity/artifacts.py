@@ -121,6 +121,11 @@ def mark_done(run_dir: Path) -> Path:
     return path
 
 
+def clear_done(run_dir: Path) -> None:
+    """Forget an earlier completion: a run re-using a directory is incomplete until it ends."""
+    (Path(run_dir) / DONE).unlink(missing_ok=True)
+
+
 def is_done(run_dir: Path) -> bool:
     return (Path(run_dir) / DONE).exists()
 

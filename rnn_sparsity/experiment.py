@@ -144,6 +144,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Validate, train, evaluate and write a complete run directory (DONE last). Returns metrics."""
     start = time.perf_counter()
     validate(cfg)
+    run_dir = Path(run_dir)
+    artifacts.clear_done(run_dir)
     set_precision(cfg.precision)
     trainer = make_trainer(cfg)
     hyper = hyper_values(cfg, trainer.dtype)
@@ -153,7 +155,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     stages_run = result.history["stage"].unique().tolist()
     metrics.update(stages=",".join(stages_run), wall_s=time.perf_counter() - start)
 
-    run_dir = Path(run_dir)
     state = result.state
     artifacts.write_params(run_dir, {k: np.asarray(v) for k, v in state.best_params.items()},
                            init={k: np.asarray(v) for k, v in state.init_params.items()},

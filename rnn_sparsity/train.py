@@ -53,8 +53,8 @@ class Trainer:
         self.model, self.task, self.regularizer, self.stages = model, task, regularizer, stages
         self.proximal, self.chunk_steps, self.dtype = proximal, int(chunk_steps), dtype
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
-        self._init_fn = jax.jit(self.init)
-        self._begin_fns = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
+        self.compiled_init = jax.jit(self.init)
+        self.compiled_begin = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
 
     # ------------------------------------------------------------------ objective
     def task_loss(self, params, mask) -> jax.Array:
@@ -120,7 +120,8 @@ class Trainer:
         steps, k = self.stages[index].steps, self.chunk_steps
         return [k] * (steps // k) + ([steps % k] if steps % k else [])
 
-    def _chunk_fn(self, index: int, n_steps: int) -> Callable:
+    def compiled_chunk(self, index: int, n_steps: int) -> Callable:
+        """jit(run_chunk) for one stage and chunk length, compiled once per trainer."""
         key = (index, n_steps)
         if key not in self._chunk_fns:
             self._chunk_fns[key] = jax.jit(lambda s, h: self.run_chunk(index, n_steps, s, h))
@@ -133,14 +134,14 @@ class Trainer:
         With skip_idle (concrete values only, i.e. not under vmap) a stage that will not run (skipped
         by its threshold, or the run diverged) is passed over instead of computed and discarded.
         """
-        state = self._init_fn(key, hyper)
+        state = self.compiled_init(key, hyper)
         yield -1, state, None
         for index in range(len(self.stages)):
-            state = self._begin_fns[index](state, hyper)
+            state = self.compiled_begin[index](state, hyper)
             for n_steps in self.chunk_lengths(index):
                 if skip_idle and not bool(state.running):
                     break
-                state, records = self._chunk_fn(index, n_steps)(state, hyper)
+                state, records = self.compiled_chunk(index, n_steps)(state, hyper)
                 yield index, state, records
 
     def train(self, key: jax.Array, hyper: dict) -> tuple[TrainState, dict]:

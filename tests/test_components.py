@@ -119,3 +119,26 @@ def test_unknown_regularizer_target_is_a_config_error():
 
     with pytest.raises(ConfigError, match="regularizer.targets"):
         _reg("l1", "mean", ("K",))
+
+
+def test_hand_written_reverse_pass_equals_autodiff_of_the_scan():
+    from rnn_sparsity.models.ctrnn import _forward, euler_states
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+        J = 1.5 * jax.random.normal(k1, (7, 7), jnp.float64) / jnp.sqrt(7)
+        drive = jax.random.normal(k2, (25, 3, 7), jnp.float64)
+        x0 = jax.random.normal(k3, (3, 7), jnp.float64)
+        weights = jax.random.normal(k4, (25, 3, 7), jnp.float64)
+
+        def loss(f):
+            return lambda J, d, x0: jnp.sum(weights * jnp.tanh(f(0.3, J, d, x0)) ** 2)
+
+        ours = jax.grad(loss(euler_states), argnums=(0, 1, 2))(J, drive, x0)
+        reference = jax.grad(loss(_forward), argnums=(0, 1, 2))(J, drive, x0)
+        for a, b in zip(ours, reference):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(euler_states(0.3, J, drive, x0), _forward(0.3, J, drive, x0))
+    finally:
+        jax.config.update("jax_enable_x64", False)

@@ -1,12 +1,19 @@
 """Continuous-time rate RNN (Euler-discretised), with structural sparsity of J.
 
-    x_{t+1} = x_t + (dt/τ) (-x_t + J tanh(x_t) + B u_t + b_x),      z_t = w tanh(x_{t+1}) + b_z
+    x_{t+1} = x_t + α (-x_t + J tanh(x_t) + B u_t + b_x),   α = dt/τ,      z_t = w tanh(x_{t+1}) + b_z
 
 Init: J = g · N(0, 1/N) · M / sqrt(1 - s) with M ~ Bernoulli(1 - s) fixed from the key (so the
 variance of each row of J is g²/N whatever s is); B, w ~ N(0, 1/N); biases 0.
+
+The recurrence has a hand-written reverse pass (`euler_states`): the backward scan carries only the
+adjoint λ_t (one (B×N)·(N×N) matmul per step, like the forward), and the gradient of J is taken after
+it as one large matmul over all steps at once, α Σ_t λ_tᵀ tanh(x_{t-1}), instead of T small outer
+products inside the loop. Same numbers as autodiff (tested); 2x faster than autodiff at N=100 on CPU (benchmarks/).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +24,54 @@ from . import Model, Params
 def sparsity_mask(key: jax.Array, shape: tuple[int, ...], sparsity, dtype) -> jax.Array:
     """Bernoulli(1 - s) mask of 0/1; s may be traced. The same key gives nested masks across s."""
     return (jax.random.uniform(key, shape) >= sparsity).astype(dtype)
+
+
+def _forward(alpha: float, J: jax.Array, drive: jax.Array, x0: jax.Array) -> jax.Array:
+    j_t = J.T
+
+    def step(x, d):
+        x = x + alpha * (-x + jnp.tanh(x) @ j_t + d)
+        return x, x
+
+    return jax.lax.scan(step, x0, drive)[1]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def euler_states(alpha: float, J: jax.Array, drive: jax.Array, x0: jax.Array) -> jax.Array:
+    """States x_1..x_T (T, B, N) of x_{t+1} = x_t + α(-x_t + tanh(x_t) Jᵀ + d_t) from x_0 (B, N)."""
+    return _forward(alpha, J, drive, x0)
+
+
+def _euler_fwd(alpha, J, drive, x0):
+    states = _forward(alpha, J, drive, x0)
+    return states, (J, states, x0)
+
+
+def _euler_bwd(alpha, residuals, g):
+    """λ_{t-1} = g_{t-1} + (1 - α) λ_t + α (λ_t J) ⊙ (1 - tanh² x_{t-1}); ∂d_t = α λ_t;
+    ∂J = α Σ_t λ_tᵀ tanh(x_{t-1}); ∂x_0 from the same recursion one step further."""
+    J, states, x0 = residuals
+    previous = jnp.concatenate([x0[None], states[:-1]])  # x_{t-1} for every step t
+    rates = jnp.tanh(previous)
+
+    def step(lam_next, inputs):
+        g_t, r_t = inputs  # lam_next: adjoint of x_{t+1}; returns adjoint of x_t
+        lam = g_t + (1 - alpha) * lam_next + alpha * (lam_next @ J) * (1 - r_t ** 2)
+        return lam, lam
+
+    # adjoints of x_1..x_T: the last is g_T; earlier ones propagate back through step t+1
+    lam_last = g[-1]
+    _, lams = jax.lax.scan(step, lam_last, (g[:-1], rates[1:]), reverse=True)
+    lams = jnp.concatenate([lams, lam_last[None]])
+    d_drive = alpha * lams
+    n = J.shape[0]  # one (N×TB)·(TB×N) matmul: an einsum over (t, b) runs 2.5x slower on CPU
+    d_J = alpha * (lams.reshape(-1, n).T @ rates.reshape(-1, n))
+    r0 = rates[0]
+    d_x0 = (1 - alpha) * lams[0] + alpha * (lams[0] @ J) * (1 - r0 ** 2)
+    return d_J, d_drive, d_x0
+
+
+euler_states.defvjp(_euler_fwd, _euler_bwd)
 
 
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
@@ -41,15 +96,8 @@ def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
         drive = inputs @ params["B"].T + params["b_x"]  # all input currents at once, off the loop
         if x0 is None:
             x0 = jnp.zeros(drive.shape[1:], drive.dtype)
-        j_t = params["J"].T
-
-        def step(x, d):
-            x = x + alpha * (-x + jnp.tanh(x) @ j_t + d)
-            return x, x
-
-        _, states = jax.lax.scan(step, x0, drive)
+        states = euler_states(alpha, params["J"], drive, x0)
         outputs = jnp.tanh(states) @ params["w"].T + params["b_z"]
         return outputs, states
 
-    return Model(init=init, apply=apply, recurrent=lambda p: p["J"],
-                 masked=("J",))
+    return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",))

@@ -1,0 +1,100 @@
+"""Training-step throughput of the CTRNN on the sine task, as a fraction of this machine's matmul rate.
+
+    python benchmarks/bench_train_step.py [--quick]
+
+For each configuration (the small learning config and the full seed spec) it times jitted Adam chunks
+and counts FLOPs as 6·B·N²·T per step (forward J·tanh(x): 2BN² per time step; backward: two more
+matmuls of the same size), then prints achieved GFLOP/s beside two references measured in the same
+run, interleaved with the steps so machine noise hits both alike:
+  - a large square matmul (n=1024) in the same dtype: the machine's matmul rate;
+  - a jitted scan of (B×N)·(N×N) matmuls in the same dtype: the best a recurrence of this shape can do
+    (the forward and the adjoint pass are such loops; the gradient of J is one large matmul).
+Only the ratios are meaningful; absolute times on a shared machine are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from hydra import compose, initialize_config_module
+
+import rnn_sparsity.config  # noqa: F401
+from rnn_sparsity.experiment import hyper_values, make_trainer, set_precision
+
+CONFIGS = {
+    "small (N=100, 11 tasks, dt 0.1, float32)": ["model.n_units=100", "task.n_freqs=11", "model.dt=0.1",
+                                                 "precision=float32"],
+    "full seed spec (N=200, 51 tasks, dt 0.02, float64)": ["model.n_units=200", "task.n_freqs=51",
+                                                           "model.dt=0.02", "precision=float64"],
+}
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(m: int, k: int, n: int, dtype, repeats: int = 20) -> float:
+    a = jax.random.normal(jax.random.key(0), (m, k), dtype)
+    b = jax.random.normal(jax.random.key(1), (k, n), dtype)
+    f = jax.jit(jnp.matmul)
+    jax.block_until_ready(f(a, b))
+    return 2 * m * k * n / best_time(lambda: f(a, b), repeats) / 1e9
+
+
+def looped_matmul_gflops(b: int, n: int, dtype, steps: int = 400, repeats: int = 5) -> float:
+    """x <- x·Q for `steps` steps in one jitted scan (Q orthogonal, so norms stay put): the rate of
+    the per-time-step matmul shape without per-call dispatch overhead."""
+    q = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (n, n), dtype))[0]
+    x = jax.random.normal(jax.random.key(1), (b, n), dtype)
+    f = jax.jit(lambda x: jax.lax.scan(lambda c, _: (c @ q, None), x, None, length=steps)[0])
+    jax.block_until_ready(f(x))
+    return 2 * b * n * n * steps / best_time(lambda: f(x), repeats) / 1e9
+
+
+def bench(name: str, overrides: list[str], chunk: int, rounds: int) -> None:
+    with initialize_config_module(config_module="rnn_sparsity.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, "optimizer=adam", "progress=false"])
+    dtype = set_precision(cfg.precision)
+    trainer = make_trainer(cfg)
+    hyper = hyper_values(cfg, dtype)
+    state = trainer.compiled_begin[0](trainer.compiled_init(jax.random.key(0), hyper), hyper)
+    step_chunk = trainer.compiled_chunk(0, chunk)
+    jax.block_until_ready(step_chunk(state, hyper))  # compile
+
+    n, b, t = cfg.model.n_units, trainer.task.inputs.shape[1], trainer.task.inputs.shape[0]
+    flops = 6 * b * n * n * t
+    step_rates, peak_rates, shape_rates = [], [], []
+    for _ in range(rounds):  # interleaved so noise affects all three alike
+        step_rates.append(flops * chunk / best_time(lambda: step_chunk(state, hyper)[1]["loss"], 2) / 1e9)
+        peak_rates.append(matmul_gflops(1024, 1024, 1024, dtype, repeats=5))
+        shape_rates.append(looped_matmul_gflops(b, n, dtype))
+    step, peak, shape = (statistics.median(r) for r in (step_rates, peak_rates, shape_rates))
+    print(f"\n{name}")
+    print(f"  steps: {flops / 1e9:.3f} GFLOP per training step (T={t}, B={b}, N={n}); "
+          f"{flops / step / 1e9 * 1e3:.1f} ms per step")
+    print(f"  training step      {step:8.2f} GFLOP/s")
+    print(f"  matmul 1024^3      {peak:8.2f} GFLOP/s   -> training step at {step / peak:6.1%} of it")
+    print(f"  scan of {b}x{n}x{n} matmuls {shape:6.2f} GFLOP/s -> training step at {step / shape:6.1%} of it")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a rough figure in ~1 minute)")
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}: {jax.devices()}")
+    rounds = 2 if args.quick else 3
+    for (name, overrides), chunk in zip(CONFIGS.items(), (20, 2 if args.quick else 4)):
+        bench(name, overrides, chunk, rounds)
+
+
+if __name__ == "__main__":
+    main()
