@@ -34,7 +34,7 @@ NOT_SWEPT = ("seed",)
 LEADING_KEYS = ("regularizer.strength", "model.sparsity")
 PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction",
                    "spectral_radius", "freq_error")
-UNPLOTTED_METRICS = ("wall_s", "steps")
+UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step")
 SUMMARY_METRICS = ("final_loss", "sparsity", "spectral_radius", "freq_error")
 
 

@@ -58,6 +58,8 @@ def metric_figure(runs: pd.DataFrame, metric: str, key: str, hue: str | None = N
     positive = pd.to_numeric(data[key], errors="coerce").loc[lambda x: x > 0]
     if key.endswith("strength") and not positive.empty:
         ax.set_xscale("symlog", linthresh=float(positive.min()))
+    if metric.endswith("loss") and (data[metric] > 0).all():
+        ax.set_yscale("log")  # losses of a sweep span decades
     ax.set_title(f"{metric} vs {key} (mean, 95% CI over seeds)", fontsize=10)
     return fig
 
@@ -119,7 +121,8 @@ def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequenc
         for metric in metrics:
             if completed[metric].notna().any():
                 fig = metric_figure(completed, metric, key, hue)
-                written.append(save_figure(fig, out_dir / f"{metric}_vs_{key}.png"))
+                name = metric.replace("/", "_")  # per-parameter metrics such as sparsity/J
+                written.append(save_figure(fig, out_dir / f"{name}_vs_{key}.png"))
     for key in SPECTRUM_SWEEPS:
         fig = spectra_figure(completed, key, keys) if key in keys and not completed.empty else None
         if fig is not None:
