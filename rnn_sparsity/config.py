@@ -1,6 +1,7 @@
 """Typed config schemas, registered in Hydra's ConfigStore, and the value checks run before any compute.
 
-Every YAML option in `conf/<group>/` names its schema in its defaults list (`- <name>_schema`), so Hydra
+Every YAML option in `conf/<group>/` names its schema in its defaults list
+(`- /schema/<group>@_here_: <name>`), so Hydra
 checks types and refuses unknown keys when it composes. Ranges are checked by `validate`, which raises
 `ConfigError` naming the key, the value and what is allowed.
 """
@@ -85,7 +86,8 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schemas; YAML options reference them as `<name>_schema` in their defaults."""
+    """Register the schemas under schema/<group>/ (so they are not listed as options of the group);
+    a YAML option names its schema in its defaults as `- /schema/<group>@_here_: <name>`."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, name, node in [
@@ -95,7 +97,7 @@ def register_configs() -> None:
         ("optimizer", "optimizer", OptimizerConfig),
         ("analysis", "analysis", AnalysisConfig),
     ]:
-        cs.store(group=group, name=f"{name}_schema", node=node)
+        cs.store(group=f"schema/{group}", name=name, node=node)
 
 
 register_configs()

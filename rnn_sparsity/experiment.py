@@ -141,11 +141,23 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Validate, train, evaluate and write a complete run directory (DONE last). Returns metrics."""
-    start = time.perf_counter()
+    """Validate, train, evaluate and write a complete run directory (DONE last). Returns metrics.
+
+    A bad config value raises ConfigError before anything is computed or written. Any other error is
+    recorded in metrics.json as status "failed" (so the aggregator lists it) and raised again.
+    """
     validate(cfg)
     run_dir = Path(run_dir)
     artifacts.clear_done(run_dir)
+    try:
+        return _run(cfg, run_dir)
+    except Exception as err:
+        artifacts.write_metrics(run_dir, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
     set_precision(cfg.precision)
     trainer = make_trainer(cfg)
     hyper = hyper_values(cfg, trainer.dtype)

@@ -98,3 +98,33 @@ def test_best_loss_parameters_are_kept(tmp_path):
     metrics = run(compose_cfg("optimizer=adam", "optimizer.lr=0.3"), tmp_path)  # a jumpy run
     history = artifacts.read_history(tmp_path)
     assert metrics["final_loss"] == pytest.approx(history["loss"].min(), rel=1e-5)
+
+
+def test_analysis_none_writes_metrics_but_no_spectrum(tmp_path):
+    metrics = run(compose_cfg("analysis=none", "analysis.eig_every=20"), tmp_path)
+    assert metrics["status"] == "completed" and "spectral_radius" in metrics
+    assert not (tmp_path / artifacts.ANALYSIS).exists() and not (tmp_path / "figures").exists()
+    assert artifacts.is_done(tmp_path)
+
+
+def test_run_records_spectrum_every_eig_every_steps(tmp_path):
+    run(compose_cfg("analysis.eig_every=20"), tmp_path)
+    arrays = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)
+    assert arrays["eig_steps"].tolist() == [0, 20, 40, 60, 80]
+    assert arrays["eig_values"].shape == (5, 16) and np.iscomplexobj(arrays["eig_values"])
+    J = artifacts.read_params(tmp_path)["J"]
+    np.testing.assert_allclose(np.sort_complex(arrays["final_eigenvalues"]), np.sort_complex(np.linalg.eigvals(J)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_an_unexpected_error_is_recorded_as_failed_and_raised(tmp_path, monkeypatch):
+    import rnn_sparsity.experiment as experiment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(experiment, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(compose_cfg(), tmp_path)
+    assert artifacts.read_metrics(tmp_path) == {"status": "failed", "error": "RuntimeError: boom"}
+    assert not artifacts.is_done(tmp_path)
