@@ -27,7 +27,7 @@ from .config import validate
 from .models import make_model
 from .optimizers import make_stages
 from .regularizers import make_regularizer
-from .tasks import make_task
+from .tasks import make_task, weighted_mse
 from .train import RECORD_FIELDS, Trainer, records_to_rows
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     effective = jax.tree.map(jnp.multiply, params, mask)
     outputs, _ = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
     outputs = np.asarray(outputs)
-    task_loss = float(trainer.task_loss(params, mask))
+    task_loss = float(weighted_mse(outputs, trainer.task.targets, trainer.task.loss_weights))
     reg_loss = float(trainer.regularizer.penalty(params, hyper))
     host = {k: np.asarray(v) for k, v in params.items()}
     names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked]))
