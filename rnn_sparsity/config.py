@@ -45,6 +45,16 @@ class SineWaveConfig:
 
 
 @dataclass
+class FlipFlopConfig:
+    name: str = "flipflop"
+    n_bits: int = 3  # inputs = outputs = bits
+    n_steps: int = 64  # steps per trial
+    n_trials: int = 64  # trials in the (fixed) data set
+    pulse_prob: float = 0.5  # probability of a ±1 pulse per bit and step (every bit pulses at t = 0)
+    data_seed: int = 0  # the trials are drawn once from this seed
+
+
+@dataclass
 class RegularizerConfig:
     name: str = "l1"  # none | l1 | l2 | elastic_net
     strength: float = 0.0  # λ
@@ -93,6 +103,7 @@ def register_configs() -> None:
     for group, name, node in [
         ("model", "ctrnn", CTRNNConfig),
         ("task", "sine_wave", SineWaveConfig),
+        ("task", "flipflop", FlipFlopConfig),
         ("regularizer", "regularizer", RegularizerConfig),
         ("optimizer", "optimizer", OptimizerConfig),
         ("analysis", "analysis", AnalysisConfig),
@@ -145,8 +156,15 @@ def _validate_sine_wave(cfg: DictConfig) -> None:
     _check(steps >= 2, "task.train_time", cfg.task.train_time, "must span at least 2 steps of model.dt")
 
 
+def _validate_flipflop(cfg: DictConfig) -> None:
+    for key in ("task.n_bits", "task.n_steps", "task.n_trials"):
+        _positive(cfg, key)
+    p = cfg.task.pulse_prob
+    _check(0.0 < p <= 1.0, "task.pulse_prob", p, "must satisfy 0 < p <= 1")
+
+
 MODEL_CHECKS = {"ctrnn": _validate_ctrnn}
-TASK_CHECKS = {"sine_wave": _validate_sine_wave}
+TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop}
 
 
 def validate(cfg: DictConfig) -> None:

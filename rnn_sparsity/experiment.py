@@ -180,6 +180,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         draw_run_figures(run_dir)
     artifacts.mark_done(run_dir)
-    log.info("%s: final_loss=%.4g sparsity=%.3f freq_error=%s (%.1fs)", metrics["status"],
-             metrics["final_loss"], metrics["sparsity"], metrics.get("freq_error"), metrics["wall_s"])
+    shown = ("final_loss", "sparsity", "spectral_radius", *trainer.task.metric_names)
+    log.info("%s: %s (%.1fs)", metrics["status"],
+             " ".join(f"{k}={metrics[k]:.4g}" for k in shown if metrics.get(k) is not None), metrics["wall_s"])
     return metrics

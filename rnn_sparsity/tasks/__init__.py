@@ -21,6 +21,7 @@ class Task(NamedTuple):
     loss_weights: np.ndarray
     metrics: Callable[[np.ndarray], dict[str, float]]
     arrays: Callable[[np.ndarray], dict[str, np.ndarray]]
+    metric_names: tuple[str, ...] = ()  # the keys `metrics` returns (for logs and summaries)
 
     @property
     def n_inputs(self) -> int:
@@ -38,7 +39,7 @@ def weighted_mse(outputs: Any, targets: Any, weights: Any) -> Any:
 
 
 def make_task(cfg, model_cfg) -> Task:
-    from . import sine_wave
+    from . import flipflop, sine_wave
 
-    builders = {"sine_wave": sine_wave.make_task}
+    builders = {"sine_wave": sine_wave.make_task, "flipflop": flipflop.make_task}
     return builders[cfg.name](cfg, model_cfg)

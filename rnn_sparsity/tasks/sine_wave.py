@@ -40,4 +40,5 @@ def make_task(cfg, model_cfg) -> Task:
         return {"task_time": train_time, "task_outputs": outputs[n_drive:].astype(np.float32),
                 "task_targets": targets[n_drive:].astype(np.float32), "task_omegas": omegas}
 
-    return Task(inputs=inputs, targets=targets, loss_weights=weights, metrics=metrics, arrays=arrays)
+    return Task(inputs=inputs, targets=targets, loss_weights=weights, metrics=metrics, arrays=arrays,
+                metric_names=("freq_error",))
