@@ -1,0 +1,129 @@
+"""Fixed and slow points of the CTRNN against cases with known answers (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from rnn_sparsity.analysis import fixed_points as fp
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def one_unit(w=2.0, b=0.0):
+    """x' = -x + w tanh(x) + b."""
+    return {"J": jnp.array([[w]]), "B": jnp.zeros((1, 0)), "b_x": jnp.array([b])}
+
+
+def random_network(n, gain=1.5, seed=0, n_in=2):
+    rng = np.random.default_rng(seed)
+    return {"J": jnp.asarray(gain * rng.normal(size=(n, n)) / np.sqrt(n)),
+            "B": jnp.asarray(rng.normal(size=(n, n_in))), "b_x": jnp.asarray(0.1 * rng.normal(size=n))}
+
+
+def test_one_unit_bistable_has_three_fixed_points_with_analytic_jacobians():
+    w = 2.0
+    x_star = brentq(lambda x: -x + w * np.tanh(x), 0.5, 5.0)
+    result = fp.find_fixed_points(one_unit(w), jnp.zeros(0), jnp.linspace(-4, 4, 41)[:, None])
+    order = np.argsort(result.points[:, 0])
+    np.testing.assert_allclose(result.points[order, 0], [-x_star, 0.0, x_star], atol=1e-9)
+    assert result.n_converged == 41 and np.all(result.residual_norms < 1e-10)
+    slope_star = -1 + w * (1 - np.tanh(x_star) ** 2)
+    np.testing.assert_allclose(result.eigenvalues[order, 0].real, [slope_star, w - 1, slope_star], atol=1e-9)
+    assert slope_star < 0 < w - 1
+    np.testing.assert_array_equal(result.n_unstable[order], [0, 1, 0])
+    np.testing.assert_array_equal(result.is_stable[order], [True, False, True])
+    assert [f.size for f in result.unstable_frequencies()] == [0 if s else 1 for s in result.is_stable]
+
+
+def test_planted_fixed_point_and_its_spectrum_are_recovered():
+    n = 30
+    rng = np.random.default_rng(1)
+    J = 2.0 * rng.normal(size=(n, n)) / np.sqrt(n)
+    x0 = rng.normal(size=n)
+    params = {"J": jnp.asarray(J), "B": jnp.zeros((n, 1)), "b_x": jnp.asarray(x0 - J @ np.tanh(x0))}
+    starts = x0 + 0.05 * rng.normal(size=(8, n))
+    result = fp.find_fixed_points(params, jnp.zeros(1), starts)
+    assert len(result.points) == 1
+    np.testing.assert_allclose(result.points[0], x0, atol=1e-9)
+    expected = np.linalg.eigvals(-np.eye(n) + J * (1 - np.tanh(x0) ** 2)[None, :])
+    np.testing.assert_allclose(np.sort_complex(result.eigenvalues[0]), np.sort_complex(expected), atol=1e-8)
+    assert result.n_unstable[0] == np.sum(expected.real > 0)
+    np.testing.assert_allclose(np.sort(result.unstable_frequencies()[0]), np.sort(expected.imag[expected.real > 0]),
+                               atol=1e-8)
+
+
+def test_analytic_jacobian_matches_autodiff():
+    params = random_network(20)
+    u = jnp.array([0.3, -0.7])
+    x = jnp.asarray(np.random.default_rng(2).normal(size=20))
+    autodiff = jax.jacfwd(lambda x: fp.fixed_point_residual(params, u, x))(x)
+    np.testing.assert_allclose(fp.jacobian(params, x), autodiff, rtol=1e-12, atol=1e-12)
+
+
+def test_each_start_stops_on_its_own_and_is_not_moved_afterwards():
+    w = 2.0
+    x_star = brentq(lambda x: -x + w * np.tanh(x), 0.5, 5.0)
+    starts = jnp.array([[x_star + 1e-6], [12.0], [-9.0], [0.3]])  # one step away ... many steps away
+    tol = 1e-10
+    result = fp.levenberg_marquardt(one_unit(w), jnp.zeros(0), starts, tol=tol, max_iter=200)
+    n_iter = np.asarray(result.n_iter)
+    assert np.all(np.asarray(result.residual_norms) < tol)
+    assert n_iter[0] <= 2 < n_iter.max()
+    # running longer must not move the points that had already converged
+    longer = fp.levenberg_marquardt(one_unit(w), jnp.zeros(0), starts, tol=tol, max_iter=500)
+    np.testing.assert_array_equal(np.asarray(longer.points), np.asarray(result.points))
+    # and a start stopped by max_iter before converging is left exactly where it was
+    capped = fp.levenberg_marquardt(one_unit(w), jnp.zeros(0), starts, tol=tol, max_iter=int(n_iter[0]))
+    np.testing.assert_array_equal(np.asarray(capped.points)[0], np.asarray(result.points)[0])
+    assert np.asarray(capped.residual_norms)[n_iter > n_iter[0]].min() >= tol
+
+
+def test_each_start_stops_on_its_own_in_a_large_batch():
+    params = random_network(40, seed=3)
+    u = jnp.array([0.5, 0.0])
+    starts = np.random.default_rng(4).normal(size=(64, 40))
+    result = fp.levenberg_marquardt(params, u, starts, max_iter=300)
+    norms, n_iter = np.asarray(result.residual_norms), np.asarray(result.n_iter)
+    converged = norms < fp.default_tol(jnp.float64, 40)
+    assert converged.sum() >= 10 and np.ptp(n_iter[converged]) >= 5  # fast and slow starts both converge
+    # the residual at the returned points is the one reported (points were not moved after the check)
+    residual = jax.vmap(fp.fixed_point_residual, in_axes=(None, None, 0))(params, u, result.points)
+    np.testing.assert_allclose(np.linalg.norm(residual, axis=1), norms, rtol=1e-12, atol=1e-15)
+
+
+def test_deduplication_merges_copies_and_keeps_distinct_points():
+    params = one_unit(2.0)
+    rng = np.random.default_rng(5)
+    many_to_one = fp.find_fixed_points(params, jnp.zeros(0), 3.0 + 0.5 * rng.random((50, 1)))
+    assert len(many_to_one.points) == 1 and many_to_one.n_converged == 50
+    two = fp.find_fixed_points(params, jnp.zeros(0), np.concatenate([3 + rng.random((20, 1)),
+                                                                     -3 - rng.random((20, 1))]))
+    assert len(two.points) == 2
+    keep = fp.deduplicate(np.array([[0.0, 0.0], [0.0, 0.005], [1.0, 0.0], [1.0, 0.02]]),
+                          np.array([0.2, 0.1, 0.3, 0.4]), radius=1e-2)
+    np.testing.assert_array_equal(keep, [1, 2, 3])
+
+
+def test_default_tol_follows_the_dtype():
+    assert fp.default_tol(jnp.float64, 100) == 1e-10
+    assert 1e-5 <= fp.default_tol(jnp.float32, 100) < 1e-4
+
+
+def test_slow_point_is_the_ghost_of_a_saddle_node():
+    """x' = -x + 2 tanh x + c just past the saddle-node: F peaks at x_m = atanh(1/√2) with F(x_m) = -0.01,
+    so q has a local minimum 5e-5 there, while a true fixed point remains on the negative side."""
+    x_m = np.arctanh(1 / np.sqrt(2))
+    c = -(-x_m + 2 / np.sqrt(2)) - 0.01
+    starts = jnp.linspace(-3, 3, 31)[:, None]
+    slow = fp.slow_points(one_unit(2.0, c), jnp.zeros(0), starts, q_tol=1e-3)
+    assert len(slow.points) == 1
+    np.testing.assert_allclose(slow.points[0, 0], x_m, atol=1e-4)
+    np.testing.assert_allclose(slow.q_values[0], 0.5 * 0.01 ** 2, rtol=1e-6)
+    fixed = fp.find_fixed_points(one_unit(2.0, c), jnp.zeros(0), starts)
+    assert len(fixed.points) == 1 and fixed.points[0, 0] < 0 and fixed.is_stable[0]
