@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import artifacts
-from .analysis.eigen import SpectrumTracker, eigenvalues, spectral_radius
+from .analysis.eigen import SpectrumTracker, eigenvalues
 from .analysis.sparsity import sparsity_metrics
 from .config import validate
 from .models import make_model
@@ -133,8 +133,8 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     arrays = dict(trainer.task.arrays(outputs)) if np.all(np.isfinite(outputs)) else {}
     recurrent = trainer.model.recurrent(params)
     if recurrent is not None and np.all(np.isfinite(np.asarray(recurrent))):
-        metrics["spectral_radius"] = spectral_radius(recurrent)
         arrays["final_eigenvalues"] = eigenvalues(recurrent)
+        metrics["spectral_radius"] = float(np.max(np.abs(arrays["final_eigenvalues"])))
     if arrays.get("task_outputs") is not None:
         metrics.update(trainer.task.metrics(outputs))
     return metrics, arrays

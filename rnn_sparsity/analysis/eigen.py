@@ -11,10 +11,6 @@ def eigenvalues(matrix) -> np.ndarray:
     return values[np.argsort(-values.real, kind="stable")]
 
 
-def spectral_radius(matrix) -> float:
-    return float(np.max(np.abs(np.linalg.eigvals(np.asarray(matrix, dtype=float)))))
-
-
 class SpectrumTracker:
     """Collects eig(matrix) with its training step; steps already sampled are not sampled twice."""
 
