@@ -9,7 +9,7 @@ checks types and refuses unknown keys when it composes. Ranges are checked by `v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -76,11 +76,41 @@ class OptimizerConfig:
 
 
 @dataclass
+class FixedPointsConfig:
+    enabled: bool = False  # find fixed points of the trained network for every condition (task input)
+    n_perturbed: int = 49  # starts: Gaussian perturbations of the drive-phase end state ...
+    perturbation_std: float = 0.5  # ... with this standard deviation
+    n_sampled: int = 50  # starts: states at random times of the condition's trajectory
+    tol: Optional[float] = None  # accept ‖F(x)‖ < tol; null: 1e-10 in float64, 1e-5 in float32
+    max_iter: int = 200  # Levenberg–Marquardt iterations per start at most
+    dedup_radius: float = 1e-2  # points closer than this are one fixed point
+    track_starts: int = 8  # starts per tracked task during training, besides the previous sample's points
+
+
+@dataclass
+class SlowPointsConfig:
+    enabled: bool = False  # also look for slow points: local minima of q = ½‖F‖² that are not fixed points
+    tol: float = 1e-4  # keep minima with q below this
+
+
+@dataclass
+class PCAConfig:
+    enabled: bool = False  # PCA of the train-phase states of all tasks
+    n_components: int = 10
+    skip_steps: int = 0  # leave out this many initial steps of every trajectory (a transient)
+    rates: bool = False  # PCA of the rates tanh(x) rather than of x
+
+
+@dataclass
 class AnalysisConfig:
     name: str = "default"
     enabled: bool = True  # False: no spectrum tracking, no analysis.npz, no per-run figures
     eig_every: int = 50  # steps between eigenvalue samples of J (also the length of a jitted chunk)
     figures: bool = True  # draw per-run figures
+    fixed_points: FixedPointsConfig = field(default_factory=FixedPointsConfig)
+    slow_points: SlowPointsConfig = field(default_factory=SlowPointsConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    track_tasks: list[int] = field(default_factory=list)  # task indices whose fixed points are found every eig_every steps
 
 
 @dataclass
@@ -117,6 +147,7 @@ register_configs()
 # ------------------------------------------------------------------------------------------ checks
 REGULARIZERS = ("none", "l1", "l2", "elastic_net")
 OPTIMIZERS = ("adam", "sgd", "lbfgs", "adam_lbfgs")
+DYNAMICS_MODELS = ("ctrnn",)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -165,6 +196,8 @@ def _validate_flipflop(cfg: DictConfig) -> None:
 
 MODEL_CHECKS = {"ctrnn": _validate_ctrnn}
 TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop}
+# number of conditions (static inputs under which fixed points are sought) of each dynamical task
+TASK_CONDITIONS = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: 1}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -191,4 +224,29 @@ def validate(cfg: DictConfig) -> None:
     _check(opt.lbfgs_steps >= 0, "optimizer.lbfgs_steps", opt.lbfgs_steps, "must be >= 0")
     _check(opt.loss_threshold >= 0, "optimizer.loss_threshold", opt.loss_threshold, "must be >= 0")
 
+    _validate_analysis(cfg)
+
+
+def _validate_analysis(cfg: DictConfig) -> None:
     _positive(cfg, "analysis.eig_every")
+    fp, sp, pca = cfg.analysis.fixed_points, cfg.analysis.slow_points, cfg.analysis.pca
+    for key in ("n_perturbed", "n_sampled", "track_starts"):
+        value = fp[key]
+        _check(value >= 0, f"analysis.fixed_points.{key}", value, "must be >= 0")
+    for key in ("perturbation_std", "dedup_radius"):
+        _check(fp[key] >= 0, f"analysis.fixed_points.{key}", fp[key], "must be >= 0")
+    _check(fp.tol is None or fp.tol > 0, "analysis.fixed_points.tol", fp.tol, "must be > 0 (or null for the dtype's default)")
+    _positive(cfg, "analysis.fixed_points.max_iter")
+    _positive(cfg, "analysis.slow_points.tol")
+    _positive(cfg, "analysis.pca.n_components")
+    _check(pca.skip_steps >= 0, "analysis.pca.skip_steps", pca.skip_steps, "must be >= 0")
+    wants_dynamics = fp.enabled or sp.enabled or pca.enabled or len(cfg.analysis.track_tasks) > 0
+    if wants_dynamics:
+        _check(cfg.model.name in DYNAMICS_MODELS, "model.name", cfg.model.name,
+               f"fixed points, slow points and PCA need a recurrent model: one of {', '.join(DYNAMICS_MODELS)}")
+        _check(cfg.analysis.enabled, "analysis.enabled", cfg.analysis.enabled,
+               "must be true when fixed points, slow points, PCA or tracking are asked for")
+    n_conditions = TASK_CONDITIONS[cfg.task.name](cfg.task) if cfg.task.name in TASK_CONDITIONS else 0
+    for index in cfg.analysis.track_tasks:
+        _check(0 <= index < n_conditions, "analysis.track_tasks", list(cfg.analysis.track_tasks),
+               f"task indices must lie in [0, {n_conditions})")

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import artifacts
+from .analysis.dynamics import DynamicsSettings, FixedPointTracker, analyse_dynamics
 from .analysis.eigen import SpectrumTracker, eigenvalues
 from .analysis.sparsity import sparsity_metrics
 from .config import validate
@@ -39,7 +40,8 @@ TRACED_KEYS = {
     "optimizer.lr": "lr", "optimizer.momentum": "momentum",
     "optimizer.loss_threshold": "loss_threshold", "optimizer.divergence_factor": "divergence_factor",
 }
-UNTRACED_KEYS = ("seed", "progress", "analysis.figures", "analysis.enabled", "analysis.name")
+UNTRACED_KEYS = ("seed", "progress", "analysis.figures", "analysis.enabled", "analysis.name",
+                 "analysis.fixed_points", "analysis.slow_points", "analysis.pca", "analysis.track_tasks")
 
 
 def set_precision(precision: str) -> Any:
@@ -89,9 +91,13 @@ class FitResult(NamedTuple):
 
 
 def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = True,
-        progress: bool = True) -> FitResult:
-    """Host loop over the jitted chunks: history, spectrum samples, progress bar, stop on divergence."""
-    rows, tracker = [], SpectrumTracker()
+        progress: bool = True, samplers: Sequence[Any] = ()) -> FitResult:
+    """Host loop over the jitted chunks: history, spectrum samples, progress bar, stop on divergence.
+
+    Between chunks (and before the first), eig(J) is sampled when track_spectrum, and every sampler's
+    `sample(step, params)` is called (e.g. a FixedPointTracker); their `arrays()` join the spectrum's."""
+    rows = []
+    samplers = [*([SpectrumTracker(trainer.model.recurrent)] if track_spectrum else []), *samplers]
     bar = tqdm(total=trainer.total_steps(), disable=not progress, unit="step", dynamic_ncols=True,
                mininterval=1.0, leave=False)
     state = None
@@ -103,8 +109,8 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
             if len(chunk["loss"]):
                 bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
             bar.update(len(chunk["step"]))
-        if track_spectrum:
-            tracker.sample(int(state.step), trainer.model.recurrent(state.params))
+        for sampler in samplers:
+            sampler.sample(int(state.step), state.params)
         if bool(state.diverged):
             log.warning("run diverged at step %d", int(state.diverged_step))
             break
@@ -112,7 +118,7 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
     columns = {k: np.concatenate([r[k] for r in rows]) for k in (*RECORD_FIELDS, "stage")} if rows else \
         {k: [] for k in (*RECORD_FIELDS, "stage")}
     history = pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
-    return FitResult(state, history, tracker.arrays())
+    return FitResult(state, history, {k: v for sampler in samplers for k, v in sampler.arrays().items()})
 
 
 def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -140,6 +146,33 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     return metrics, arrays
 
 
+def wants_dynamics(cfg: DictConfig) -> bool:
+    """Whether the run asks for the dynamics analysis after training (fixed/slow points or PCA)."""
+    a = cfg.analysis
+    return bool(a.enabled and (a.fixed_points.enabled or a.slow_points.enabled or a.pca.enabled))
+
+
+def fixed_point_tracker(trainer: Trainer, cfg: DictConfig) -> FixedPointTracker:
+    """The sampler that finds the fixed points of analysis.track_tasks between training chunks."""
+    return FixedPointTracker(trainer.model.apply, trainer.task.inputs, trainer.task.conditions,
+                             cfg.analysis.track_tasks, DynamicsSettings.from_config(cfg.analysis),
+                             trainer.dtype, seed=cfg.seed)
+
+
+def analyse(trainer: Trainer, state, cfg: DictConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Fixed points, slow points and PCA of the trained network (best parameters), with progress logged."""
+    params = jax.tree.map(jnp.multiply, state.best_params, state.mask)
+    _, states = jax.jit(trainer.model.apply)(params, jnp.asarray(trainer.task.inputs, trainer.dtype))
+    start = time.perf_counter()
+    log.info("dynamics analysis: fixed points of %d conditions ...", len(trainer.task.conditions.inputs))
+    metrics, arrays = analyse_dynamics(params, trainer.task.conditions, states,
+                                       DynamicsSettings.from_config(cfg.analysis), tau=float(cfg.model.tau),
+                                       seed=cfg.seed)
+    log.info("dynamics analysis done (%.1fs): %s", time.perf_counter() - start,
+             " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+    return metrics, arrays
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Validate, train, evaluate and write a complete run directory (DONE last). Returns metrics.
 
@@ -162,8 +195,14 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = make_trainer(cfg)
     hyper = hyper_values(cfg, trainer.dtype)
     key = jax.random.key(cfg.seed)
-    result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress)
+    samplers = [fixed_point_tracker(trainer, cfg)] if cfg.analysis.enabled and cfg.analysis.track_tasks else []
+    result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress,
+                 samplers=samplers)
     metrics, arrays = evaluate(trainer, result.state, hyper)
+    if wants_dynamics(cfg) and metrics["status"] == "completed":
+        dynamics_metrics, dynamics_arrays = analyse(trainer, result.state, cfg)
+        metrics.update(dynamics_metrics)
+        arrays.update(dynamics_arrays)
     stages_run = result.history["stage"].unique().tolist()
     metrics.update(stages=",".join(stages_run), wall_s=time.perf_counter() - start)
 

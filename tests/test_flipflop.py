@@ -1,8 +1,11 @@
 """The flip-flop task: data semantics and learnability with the ctrnn."""
 
+import itertools
+
 import numpy as np
 from helpers import compose_cfg
 
+from rnn_sparsity import artifacts
 from rnn_sparsity.experiment import run
 from rnn_sparsity.tasks.flipflop import flipflop_trials
 
@@ -20,11 +23,21 @@ def test_targets_hold_the_sign_of_the_last_pulse():
                 assert targets[t, b, k] == held
 
 
-def test_a_small_ctrnn_learns_the_flipflop(tmp_path):
-    cfg = compose_cfg("task=flipflop", "regularizer=none", "model.n_units=24", "model.dt=1.0", "optimizer=adam",
-                      "optimizer.lr=1e-2", "optimizer.steps=1000", "analysis.eig_every=100",
-                      "analysis.figures=false", "progress=false", tiny=False)
+def test_trained_flipflop_network_has_eight_stable_fixed_points_at_the_corners(tmp_path):
+    """The preset (24 units, dt = tau = 1, Adam, float64) learns the task, and the trained network stores
+    the 8 memories as exactly 8 stable fixed points whose readouts carry the 8 sign patterns."""
+    cfg = compose_cfg("sweeps=flipflop", "regularizer.strength=0", "analysis.figures=false",
+                      "analysis.track_tasks=[]", tiny=False)
     metrics = run(cfg, tmp_path)
     assert metrics["status"] == "completed"
-    assert metrics["bit_accuracy"] > 0.99
-    assert metrics["task_loss"] < 0.01
+    assert metrics["bit_accuracy"] > 0.99 and metrics["task_loss"] < 0.01
+    arrays = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)
+    params = artifacts.read_params(tmp_path)
+    assert metrics["n_stable_fixed_points"] == 8 and np.sum(arrays["fp_is_stable"]) == 8
+    assert metrics["n_unstable_fixed_points"] >= 1  # saddles between the memories
+    assert np.all(arrays["fp_residual_norms"] < 1e-10)
+    stable = arrays["fp_points"][arrays["fp_is_stable"]]
+    readout = np.tanh(stable) @ params["w"].T + params["b_z"]
+    corners = {tuple(row) for row in np.sign(readout).astype(int)}
+    assert corners == set(itertools.product((-1, 1), repeat=3))
+    assert np.all(np.abs(readout) > 0.8)  # near the corners, not just on the right side

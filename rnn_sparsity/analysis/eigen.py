@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 
@@ -12,17 +14,18 @@ def eigenvalues(matrix) -> np.ndarray:
 
 
 class SpectrumTracker:
-    """Collects eig(matrix) with its training step; steps already sampled are not sampled twice."""
+    """Collects eig(matrix_of(params)) with its training step; a step already sampled is not sampled twice."""
 
-    def __init__(self):
+    def __init__(self, matrix_of: Callable[[Any], Any] = lambda params: params):
+        self.matrix_of = matrix_of
         self.steps: list[int] = []
         self.values: list[np.ndarray] = []
 
-    def sample(self, step: int, matrix) -> None:
+    def sample(self, step: int, params) -> None:
         if self.steps and self.steps[-1] == step:
             return
         self.steps.append(int(step))
-        self.values.append(eigenvalues(matrix))
+        self.values.append(eigenvalues(self.matrix_of(params)))
 
     def arrays(self) -> dict[str, np.ndarray]:
         if not self.steps:

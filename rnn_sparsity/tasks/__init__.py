@@ -8,6 +8,24 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class Conditions(NamedTuple):
+    """The static inputs under which a dynamical task's fixed points are sought, and where its trials
+    show the network's dynamics under them.
+
+    inputs (C, n_in): one static input per condition. trial_condition (B,): the condition of each trial
+    (batch entry). window: the steps of a trial that form its trajectory under its condition's input
+    (the sine task's free-running phase). anchor_step: the step whose state ends the drive phase and
+    starts the trajectory (None when a task has none). omegas (C,): the target angular frequency per
+    condition (None for non-oscillatory tasks).
+    """
+
+    inputs: np.ndarray
+    trial_condition: np.ndarray
+    window: slice
+    anchor_step: int | None = None
+    omegas: np.ndarray | None = None
+
+
 class Task(NamedTuple):
     """Data and scoring of one task family, all tasks as one batch.
 
@@ -22,6 +40,7 @@ class Task(NamedTuple):
     metrics: Callable[[np.ndarray], dict[str, float]]
     arrays: Callable[[np.ndarray], dict[str, np.ndarray]]
     metric_names: tuple[str, ...] = ()  # the keys `metrics` returns (for logs and summaries)
+    conditions: Conditions | None = None  # for fixed-point analysis (dynamical tasks only)
 
     @property
     def n_inputs(self) -> int:

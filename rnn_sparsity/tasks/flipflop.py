@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Task
+from . import Conditions, Task
 
 
 def flipflop_trials(n_trials: int, n_steps: int, n_bits: int, pulse_prob: float, seed: int):
@@ -39,5 +39,8 @@ def make_task(cfg, model_cfg) -> Task:
         return {"task_inputs": inputs.astype(np.float32), "task_outputs": outputs.astype(np.float32),
                 "task_targets": targets.astype(np.float32)}
 
+    # one condition, no input: the memories are fixed points of the input-free dynamics
+    conditions = Conditions(inputs=np.zeros((1, cfg.n_bits)), trial_condition=np.zeros(cfg.n_trials, int),
+                            window=slice(0, cfg.n_steps))
     return Task(inputs=inputs, targets=targets, loss_weights=weights, metrics=metrics, arrays=arrays,
-                metric_names=("bit_accuracy",))
+                metric_names=("bit_accuracy",), conditions=conditions)

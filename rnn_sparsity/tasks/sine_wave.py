@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.spectral import dominant_frequency
-from . import Task
+from . import Conditions, Task
 
 
 def frequencies(cfg) -> np.ndarray:
@@ -40,5 +40,7 @@ def make_task(cfg, model_cfg) -> Task:
         return {"task_time": train_time, "task_outputs": outputs[n_drive:].astype(np.float32),
                 "task_targets": targets[n_drive:].astype(np.float32), "task_omegas": omegas}
 
+    conditions = Conditions(inputs=levels[:, None], trial_condition=np.arange(cfg.n_freqs),
+                            window=slice(n_drive, n_drive + n_train), anchor_step=n_drive - 1, omegas=omegas)
     return Task(inputs=inputs, targets=targets, loss_weights=weights, metrics=metrics, arrays=arrays,
-                metric_names=("freq_error",))
+                metric_names=("freq_error",), conditions=conditions)
