@@ -7,7 +7,13 @@ metric, and `run_dir`, `status`, `overrides`. Everything is read from disk, so t
 time, also while a sweep is still going: runs without DONE are reported as incomplete, never fatal.
 
 Writes into OUT (default `<first DIR>/aggregate`): runs.parquet, runs.csv, summary.csv and figures/*.png,
-and prints the summary table with the runs that did not complete.
+and prints the summary table with the runs that did not complete. When the runs counted fixed points
+(`analysis=dynamics`), also, for λ (`regularizer.strength`) and s (`model.sparsity`) when swept:
+
+  unstable_eigenvalues_by_<key>.csv, .md, .png
+      one row per value of the key over its completed runs with fixed points: runs, mean number of fixed
+      points, mean number of unstable ones, and the eigenvalues with Re λ > 0 per fixed point
+      (mean of the runs' mean_unstable_eigs, max of their max_unstable_eigs)
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from rnn_sparsity.artifacts import HYDRA_DIR, METRICS, is_done, read_metrics
-from rnn_sparsity.plots.sweep import draw_sweep_figures
+from rnn_sparsity.plots.run import save_figure
+from rnn_sparsity.plots.sweep import draw_sweep_figures, format_cell, table_figure
 
 AGGREGATE_DIR = "aggregate"
 CONFIG_FILE = f"{HYDRA_DIR}/config.yaml"
@@ -33,9 +40,17 @@ BOOKKEEPING = ("run_dir", "status", "overrides", "error")
 NOT_SWEPT = ("seed",)
 LEADING_KEYS = ("regularizer.strength", "model.sparsity")
 PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction",
-                   "spectral_radius", "freq_error")
+                   "spectral_radius", "freq_error", "n_fixed_points", "n_stable_fixed_points",
+                   "n_unstable_fixed_points", "n_slow_points", "fp_freq_error", "pca_var_explained_3")
 UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step")
 SUMMARY_METRICS = ("final_loss", "sparsity", "spectral_radius", "freq_error")
+# unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
+UNSTABLE_COLUMNS = {
+    "fixed points (mean)": ("n_fixed_points", "mean"),
+    "unstable fixed points (mean)": ("n_unstable_fixed_points", "mean"),
+    "unstable eigs per point: mean": ("mean_unstable_eigs", "mean"),
+    "unstable eigs per point: max": ("max_unstable_eigs", "max"),
+}
 
 
 def find_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
@@ -158,6 +173,44 @@ def summarize(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unstable_eigenvalue_table(runs: pd.DataFrame, key: str) -> pd.DataFrame | None:
+    """Per value of `key`: the completed runs with fixed points, and UNSTABLE_COLUMNS over them.
+
+    None when the runs hold no fixed-point counts (no `analysis=dynamics` run).
+    """
+    metrics = [metric for metric, _ in UNSTABLE_COLUMNS.values()]
+    if not set(metrics) <= set(runs):
+        return None
+    counted = runs.loc[runs["status"] == "completed", [key, *metrics]].apply(pd.to_numeric, errors="coerce")
+    counted = counted[counted["n_fixed_points"].notna()]
+    if counted.empty:
+        return None
+    return counted.groupby(key).agg(runs=("n_fixed_points", "size"), **UNSTABLE_COLUMNS).reset_index()
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table, numbers right-aligned (no `tabulate` needed)."""
+    rows = [list(map(str, table.columns))] + [list(map(format_cell, row)) for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("---:" for _ in table.columns) + "|")
+    return "\n".join(lines) + "\n"
+
+
+def write_unstable_tables(runs: pd.DataFrame, keys: Sequence[str], out: Path) -> list[Path]:
+    """unstable_eigenvalues_by_<key>.csv, .md and .png for λ and s, when swept; returns the written paths."""
+    written = []
+    for key in LEADING_KEYS:
+        table = unstable_eigenvalue_table(runs, key) if key in keys else None
+        if table is None:
+            continue
+        csv, md, png = (out / f"unstable_eigenvalues_by_{key}.{ext}" for ext in ("csv", "md", "png"))
+        table.to_csv(csv, index=False)
+        md.write_text(markdown_table(table))
+        title = f"Fixed points and unstable eigenvalues (Re λ > 0) by {key}"
+        written += [csv, md, save_figure(table_figure(table, title), png)]
+    return written
+
+
 def problem_report(runs: pd.DataFrame) -> str:
     """The runs that did not complete, one line each: status, run_dir and the first line of any error."""
     lines = []
@@ -191,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.to_parquet(out / "runs.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
+    tables = write_unstable_tables(runs, keys, out)
     figures = draw_sweep_figures(runs, keys, metric_columns(runs), out / "figures")
 
     n_completed = int((runs["status"] == "completed").sum())
@@ -199,5 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = problem_report(runs)
     if problems:
         print(f"\nNot completed ({len(runs) - n_completed}):\n{problems}")
-    print(f"\nWrote {out}/runs.parquet, runs.csv, summary.csv and {len(figures)} figures in {out}/figures")
+    tables_written = "".join(f", {path.name}" for path in tables)
+    print(f"\nWrote {out}/runs.parquet, runs.csv, summary.csv{tables_written} and {len(figures)} figures in {out}/figures")
     return 0

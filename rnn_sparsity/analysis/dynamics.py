@@ -91,9 +91,13 @@ def make_starts(rng: np.random.Generator, anchor: np.ndarray | None, trajectory:
 
 # -------------------------------------------------------------------------------------- after training
 def leading_unstable_direction(params: dict, point: np.ndarray) -> np.ndarray:
-    """Re of the eigenvector of DF(point) with the largest Re λ, unit norm (the main unstable direction)."""
+    """The main unstable direction at a point: the eigenvector of DF with the largest Re λ (for a complex
+    pair, the major axis of its plane), unit norm."""
     values, vectors = np.linalg.eig(np.asarray(jacobian(params, point), dtype=np.float64))
-    direction = vectors[:, int(np.argmax(values.real))].real
+    v = vectors[:, int(np.argmax(values.real))]
+    # a complex eigenvector is defined up to a phase e^{iθ}: take the θ that makes vᵀv real and positive,
+    # so Re v is the major axis of the ellipse the mode traces (the longest real direction in its plane)
+    direction = (v * np.exp(-0.5j * np.angle(v @ v))).real
     return direction / max(np.linalg.norm(direction), np.finfo(float).tiny)
 
 
@@ -118,8 +122,12 @@ def frequency_check(found: list[FixedPoints], paths: list[np.ndarray], omegas: n
         centre = central_fixed_point(fps.points, path)
         if centre is not None:
             fp_omega[c] = unstable_frequency(fps.eigenvalues[centre], tau)
-    errors = np.where(np.isnan(fp_omega), 1.0, np.abs(fp_omega - omegas) / omegas)
-    return fp_omega, float(np.median(errors))
+    return fp_omega, frequency_error(fp_omega, omegas)
+
+
+def frequency_error(fp_omega: np.ndarray, omegas: np.ndarray) -> float:
+    """Median over conditions of |fp_omega - ω_j| / ω_j, a condition without an unstable pair counting 1.0."""
+    return float(np.median(np.where(np.isnan(fp_omega), 1.0, np.abs(fp_omega - omegas) / omegas)))
 
 
 def fixed_point_metrics(n_unstable: np.ndarray) -> dict[str, Any]:

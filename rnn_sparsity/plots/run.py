@@ -7,6 +7,14 @@
   J_heatmap.png         the recurrent weights J, with the fraction of exact zeros
   eigenvalues.png       eigenvalues of J over training in the complex plane, coloured by step
 
+and, from the arrays of `analysis=dynamics` (drawn by `rnn_sparsity.plots.dynamics`):
+
+  pc_space.png              trajectories, fixed points (stable filled, unstable open, with their unstable
+                            directions) and slow points in PC1–PC3, coloured by condition
+  jacobian_eigenvalues.png  eigenvalues of DF at every fixed point in the complex plane, by condition
+  unstable_frequency.png    unstable frequency at each condition's central fixed point against ω_j (sine)
+  pca_variance.png          variance explained per principal component, and cumulatively
+
 A figure whose inputs are not on disk (no analysis.npz when analysis is off, a failed run) is skipped.
 The spectrum helpers are shared with the cross-run figures in `rnn_sparsity.plots.sweep`.
 """
@@ -194,9 +202,11 @@ RUN_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
 
 def draw_run_figures(run_dir: Path | str) -> list[Path]:
     """Draw every per-run figure whose inputs exist into `<run dir>/figures/`; returns the written paths."""
+    from rnn_sparsity.plots.dynamics import DYNAMICS_FIGURES  # it imports this module
+
     run_dir = Path(run_dir)
     written = []
-    for name, draw in RUN_FIGURES.items():
+    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES}.items():
         fig = draw(run_dir)
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))

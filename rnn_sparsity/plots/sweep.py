@@ -6,19 +6,32 @@
                           swept key when there is one; symlog x for `...strength` keys (λ = 0 included)
   spectra_by_<key>.png    for key in SPECTRUM_SWEEPS: one complex-plane panel per swept value, eigenvalues
                           of J over training coloured by step on one shared colour scale and shared limits
+  fp_eigenvalue_evolution_by_<key>.png
+                          the same panels for runs that tracked fixed points during training
+                          (`analysis=dynamics`): eigenvalues of DF at the tracked points coloured by step,
+                          blue early to red late, on one shared colour scale and shared limits
+
+and, for `rnn_sparsity.aggregate`, `table_figure`: a table (such as unstable_eigenvalues_by_<key>) as an image.
+
+One panel per value of the key, from one representative run (see `representative_runs`); a figure is
+skipped when no run of the sweep has its inputs.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from rnn_sparsity.plots.dynamics import TRACK_CMAP, TRACK_KEYS, draw_tracked_eigenvalues, eigenvalue_limits
 from rnn_sparsity.plots.run import (
     SPECTRUM_KEYS,
     draw_spectrum,
@@ -35,6 +48,13 @@ PANEL_COLUMNS = 4
 def format_value(value: Any) -> str:
     """A config value for a label: numbers compactly (0.001, 1e-05), anything else as text."""
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def format_cell(value: Any) -> str:
+    """A table cell: numbers to 4 significant digits, a missing value as "–", anything else as text."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return "–" if pd.isna(value) else f"{value:.4g}"
+    return str(value)
 
 
 def sorted_values(column: pd.Series) -> list:
@@ -81,31 +101,90 @@ def panel_title(run: pd.Series, key: str, keys: Sequence[str]) -> str:
     return f"{key} = {format_value(run[key])}\n" + ", ".join(context)
 
 
-def spectra_figure(runs: pd.DataFrame, key: str, keys: Sequence[str]) -> Figure | None:
-    """A grid of spectra, one panel per value of `key`; None when no run of the sweep has eigenvalues."""
+Panel = tuple[pd.Series, dict]
+
+
+def panels_with(runs: pd.DataFrame, key: str, keys: Sequence[str], required: Sequence[str]) -> list[Panel]:
+    """(run, analysis arrays) for each representative run of `key` whose analysis.npz holds `required`."""
     panels = []
     for _, run in representative_runs(runs, key, keys).iterrows():
-        analysis = read_analysis(Path(run["run_dir"]), SPECTRUM_KEYS)
+        analysis = read_analysis(Path(run["run_dir"]), required)
         if analysis is not None:
             panels.append((run, analysis))
-    if not panels:
-        return None
+    return panels
+
+
+def panel_grid(panels: list[Panel], key: str, keys: Sequence[str],
+               draw: Callable[[plt.Axes, pd.Series, dict], None], title: str) -> tuple[Figure, Any]:
+    """Up to PANEL_COLUMNS panels a row, each drawn by `draw(ax, run, analysis)` under the run's title."""
     n_cols = min(PANEL_COLUMNS, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained",
                              figsize=(3.3 * n_cols + 1.2, 3.4 * n_rows + 0.5))
-    analyses = [analysis for _, analysis in panels]
-    norm = step_norm(analyses)
-    xlim, ylim = spectrum_limits(analyses)
     for ax, (run, analysis) in zip(axes.flat, panels):
-        points = draw_spectrum(ax, analysis, norm)
-        ax.set(xlim=xlim, ylim=ylim)
+        draw(ax, run, analysis)
         ax.set_title(panel_title(run, key, keys), fontsize=9)
     for ax in axes.flat[len(panels):]:
         ax.set_axis_off()
+    fig.suptitle(title)
+    return fig, axes
+
+
+def spectra_figure(runs: pd.DataFrame, key: str, keys: Sequence[str]) -> Figure | None:
+    """A grid of spectra, one panel per value of `key`; None when no run of the sweep has eigenvalues."""
+    panels = panels_with(runs, key, keys, SPECTRUM_KEYS)
+    if not panels:
+        return None
+    analyses = [analysis for _, analysis in panels]
+    norm = step_norm(analyses)
+    xlim, ylim = spectrum_limits(analyses)
+
+    def draw(ax, run, analysis):
+        draw_spectrum(ax, analysis, norm)
+        ax.set(xlim=xlim, ylim=ylim)
+
+    fig, axes = panel_grid(panels, key, keys, draw, f"Eigenvalues of J during training, by {key}")
     axes[0, 0].legend(loc="upper left", fontsize=7)
-    fig.colorbar(points, ax=axes, label="training step", shrink=0.9)
-    fig.suptitle(f"Eigenvalues of J during training, by {key}")
+    fig.colorbar(axes[0, 0].collections[0], ax=axes, label="training step", shrink=0.9)
+    return fig
+
+
+def fp_eigenvalue_evolution_figure(runs: pd.DataFrame, key: str, keys: Sequence[str]) -> Figure | None:
+    """Eigenvalues of DF at the fixed points tracked during training, one panel per value of `key`,
+    coloured by step on one shared scale (blue early, red late); None when no run tracked any."""
+    panels = panels_with(runs, key, keys, TRACK_KEYS)
+    if not panels:
+        return None
+    steps = np.concatenate([analysis["fp_track_step"] for _, analysis in panels])
+    norm = Normalize(steps.min(), steps.max())
+    xlim, ylim = eigenvalue_limits(np.concatenate([a["fp_track_eigenvalues"].ravel() for _, a in panels]))
+
+    def draw(ax, run, analysis):
+        draw_tracked_eigenvalues(ax, analysis, norm)
+        ax.set(xlim=xlim, ylim=ylim)
+
+    fig, axes = panel_grid(panels, key, keys, draw, f"Eigenvalues of DF at the tracked fixed points, by {key}")
+    axes[0, 0].legend(loc="upper left", fontsize=7)
+    fig.colorbar(ScalarMappable(norm, TRACK_CMAP), ax=axes, label="training step", shrink=0.9)
+    return fig
+
+
+PANEL_FIGURES: dict[str, Callable[[pd.DataFrame, str, Sequence[str]], Figure | None]] = {
+    "spectra": spectra_figure,
+    "fp_eigenvalue_evolution": fp_eigenvalue_evolution_figure,
+}
+
+
+def table_figure(table: pd.DataFrame, title: str) -> Figure:
+    """A table as an image: a header row (": " or " (" in a name starts a second line), then one row per row."""
+    cells = [[format_cell(value) for value in row] for row in table.itertuples(index=False)]
+    header = [str(column).replace(": ", ":\n").replace(" (", "\n(") for column in table.columns]
+    fig, ax = plt.subplots(figsize=(1.6 * len(header) + 0.4, 0.3 * len(cells) + 1.1), layout="constrained")
+    ax.set_axis_off()
+    drawn = ax.table(cellText=cells, colLabels=header, cellLoc="center", bbox=[0, 0, 1, 1])
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(8)
+    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -124,7 +203,10 @@ def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequenc
                 name = metric.replace("/", "_")  # per-parameter metrics such as sparsity/J
                 written.append(save_figure(fig, out_dir / f"{name}_vs_{key}.png"))
     for key in SPECTRUM_SWEEPS:
-        fig = spectra_figure(completed, key, keys) if key in keys and not completed.empty else None
-        if fig is not None:
-            written.append(save_figure(fig, out_dir / f"spectra_by_{key}.png"))
+        if key not in keys or completed.empty:
+            continue
+        for name, draw in PANEL_FIGURES.items():
+            fig = draw(completed, key, keys)
+            if fig is not None:
+                written.append(save_figure(fig, out_dir / f"{name}_by_{key}.png"))
     return written
