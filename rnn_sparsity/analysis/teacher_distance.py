@@ -1,0 +1,267 @@
+"""How far a student network is from its teacher, up to the symmetries that leave the function unchanged.
+
+A feed-forward network with layers Wˡ (out, in), optional biases bˡ and activation φ computes the same
+function after any permutation π of a hidden layer's units (rows of Wˡ, bˡ and columns of Wˡ⁺¹ together)
+and, when φ is odd (tanh), after flipping the sign s = ±1 of a hidden unit (its row of Wˡ, its bˡ and its
+column of Wˡ⁺¹): tanh(-z) = -tanh(z). Inputs and outputs are never permuted.
+
+Alignment is greedy, layer by layer (`align_layers`): with the student's inputs to layer l already
+permuted and signed by layer l-1's matching, each student unit i is matched to a teacher unit j by the
+Hungarian assignment (scipy.optimize.linear_sum_assignment) on the cost
+
+    C_ij = min_{s ∈ S} ‖ s·a_i - t_j ‖²,    S = {+1, -1} for odd φ, {+1} otherwise,
+
+where a_i (t_j) is the incoming vector of the student (teacher) unit: its row of Wˡ, with bˡ appended
+when the network has biases. The matched student unit takes the teacher unit's place with the sign
+that attains the min. Greedy, because layer l's matching ignores what it does to layer l+1's cost:
+the joint optimum is a quadratic assignment problem.
+
+Study 1 (`recovery_distance`, bias-free, student wider than teacher) and Study 2 (`raw_distance`,
+`aligned_distance`, same architecture with biases) measure the result differently; `make_generic`
+enforces the Fefferman–Markel conditions under which the permutation and sign symmetries are the only ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ..tasks.teachers import ACTIVATIONS, lookup
+
+ODD_ACTIVATIONS = ("tanh",)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# alignment
+
+
+def match_units(student_rows: np.ndarray, teacher_rows: np.ndarray, flip_signs: bool):
+    """(perm, signs) minimising Σ_j ‖signs_j · a_{perm_j} - t_j‖² over permutations (and, with flip_signs,
+    signs ±1 chosen per pair): teacher unit j is matched by student unit perm[j]. Rows: (n, d), equal n."""
+    a, t = np.asarray(student_rows, float), np.asarray(teacher_rows, float)
+    inner = a @ t.T
+    # ‖s a - t‖² = ‖a‖² + ‖t‖² - 2 s a·t, least for s = sign(a·t)
+    signs = np.where(inner < 0, -1.0, 1.0) if flip_signs else np.ones_like(inner)
+    cost = np.sum(a * a, 1)[:, None] + np.sum(t * t, 1)[None, :] - 2 * signs * inner
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty(len(cols), dtype=int)
+    perm[cols] = rows
+    return perm, signs[perm, np.arange(len(perm))]
+
+
+def align_layers(student_W: Sequence, teacher_W: Sequence, flip_signs: bool,
+                 student_b: Sequence | None = None, teacher_b: Sequence | None = None):
+    """The student's layers (and biases, when given) permuted and signed to match the teacher's hidden
+    units greedily, layer by layer (see the module docstring). Shapes must agree layer by layer.
+    Returns (W list, b list or None); the student computes the same function after it (for odd φ)."""
+    W = [np.asarray(w, float) for w in student_W]
+    b = None if student_b is None else [np.asarray(v, float) for v in student_b]
+    for l in range(len(W) - 1):
+        rows = W[l] if b is None else np.column_stack([W[l], b[l]])
+        target = np.asarray(teacher_W[l], float)
+        if teacher_b is not None:
+            target = np.column_stack([target, np.asarray(teacher_b[l], float)])
+        perm, signs = match_units(rows, target, flip_signs)
+        W[l] = signs[:, None] * W[l][perm]
+        W[l + 1] = W[l + 1][:, perm] * signs[None, :]
+        if b is not None:
+            b[l] = signs * b[l][perm]
+    return W, b
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Study 1: recovery of a bias-free teacher by a wider student
+
+
+def _pad(layers: Sequence[np.ndarray], widths: Sequence[int]) -> list[np.ndarray]:
+    """Layers with zero units appended so hidden layer l has widths[l] units (zero rows of Wˡ, zero
+    columns of Wˡ⁺¹): the function is unchanged."""
+    sizes = [layers[0].shape[1], *widths, layers[-1].shape[0]]
+    out = []
+    for l, w in enumerate(layers):
+        padded = np.zeros((sizes[l + 1], sizes[l]))
+        padded[: w.shape[0], : w.shape[1]] = w
+        out.append(padded)
+    return out
+
+
+def recovery_distance(student_layers: Sequence, teacher_layers: Sequence, activation: str,
+                      zero_tol: float = 1e-4) -> float:
+    """Teacher-recovery distance of bias-free networks given as dense layers Wˡ (out, in).
+
+        D = ( Σ_l ‖ W̃ˡ - T̂ˡ ‖²_F )^½
+
+    1. Entries with |w| < zero_tol are set to 0 (in student and teacher).
+    2. Each hidden layer of the narrower network is padded with zero units (zero incoming and outgoing
+       weights) to the wider one's width, giving T̂ˡ (usually the teacher is the narrower one).
+    3. W̃ is the student aligned to T̂ greedily layer by layer (`align_layers`): Hungarian assignment on
+       C_ij = ‖a_i - t_j‖² between incoming weight vectors, the student's inputs already permuted by the
+       previous layer's matching; for odd φ (tanh) C_ij = min over s = ±1 of ‖s a_i - t_j‖², and the
+       chosen sign also flips the unit's outgoing weights.
+    Hence a student unit matched to a padding unit (an unmatched unit) adds ‖w_in‖² + ‖w_out‖² to D²:
+    alone it contributes exactly the norm of its incoming and outgoing weights together; several add in
+    quadrature. D = 0 iff, after zeroing, the student is a permuted (signed, for tanh) copy of the teacher
+    plus units with no nonzero weights. Greedy: D is an upper bound on the distance over all alignments.
+    """
+    lookup(ACTIVATIONS, activation, "activation")
+    student = [np.where(np.abs(w) < zero_tol, 0.0, np.asarray(w, float)) for w in student_layers]
+    teacher = [np.where(np.abs(w) < zero_tol, 0.0, np.asarray(w, float)) for w in teacher_layers]
+    if len(student) != len(teacher) or student[0].shape[1] != teacher[0].shape[1] \
+            or student[-1].shape[0] != teacher[-1].shape[0]:
+        raise ValueError("student and teacher need the same number of layers, inputs and outputs; got "
+                         f"{[w.shape for w in student]} and {[w.shape for w in teacher]}")
+    widths = [max(s.shape[0], t.shape[0]) for s, t in zip(student[:-1], teacher[:-1])]
+    student, teacher = _pad(student, widths), _pad(teacher, widths)
+    aligned, _ = align_layers(student, teacher, flip_signs=activation in ODD_ACTIVATIONS)
+    return float(np.sqrt(sum(np.sum((s - t) ** 2) for s, t in zip(aligned, teacher))))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Study 2: a dense tanh MLP {"W1", "b1", ..., "WL", "bL"} against a teacher of the same shape
+
+
+def mlp_layer_count(params: Mapping) -> int:
+    """L for params named W1, b1, …, WL, bL (W (out, in)); a ValueError for anything else."""
+    n = len(params) // 2
+    expected = {f"{p}{l}" for l in range(1, n + 1) for p in "Wb"}
+    if set(params) != expected:
+        raise ValueError(f"MLP params must be named W1, b1, ..., WL, bL; got {sorted(params)}")
+    return n
+
+
+def squared_distance(a: Mapping, b: Mapping) -> float:
+    """Σ over every parameter entry of (a - b)², the two dicts having the same keys and shapes."""
+    if set(a) != set(b) or any(np.shape(a[k]) != np.shape(b[k]) for k in a):
+        raise ValueError("the two parameter sets need the same names and shapes")
+    return float(sum(np.sum((np.asarray(a[k], float) - np.asarray(b[k], float)) ** 2) for k in a))
+
+
+def raw_distance(student: Mapping, teacher: Mapping) -> float:
+    """Study 2's raw distance: the SQUARED Euclidean distance Σ_l (‖Wˡ_s - Wˡ_t‖²_F + ‖bˡ_s - bˡ_t‖²)
+    over all weights and biases, with no alignment (and no square root, as the study defines it)."""
+    return squared_distance(student, teacher)
+
+
+def align(student: Mapping, teacher: Mapping, flip_signs: bool = True) -> dict[str, np.ndarray]:
+    """The student with its hidden units permuted and (flip_signs: for tanh) sign-flipped to match the
+    teacher's: greedy layer-by-layer Hungarian on the incoming [weights, bias] of each unit (see the
+    module docstring). Computes the same function as the student. If the greedy alignment is farther
+    from the teacher than the student as it is (greedy is not the joint optimum), the student is returned
+    unchanged, so raw_distance(align(s, t), t) <= raw_distance(s, t) always."""
+    n = mlp_layer_count(student)
+    squared_distance(student, teacher)  # same names and shapes
+    names = range(1, n + 1)
+    W, b = align_layers([student[f"W{l}"] for l in names], [teacher[f"W{l}"] for l in names], flip_signs,
+                        [student[f"b{l}"] for l in names], [teacher[f"b{l}"] for l in names])
+    aligned = {**{f"W{l}": w for l, w in zip(names, W)}, **{f"b{l}": v for l, v in zip(names, b)}}
+    unchanged = {k: np.asarray(v, float) for k, v in student.items()}
+    return aligned if squared_distance(aligned, teacher) <= squared_distance(unchanged, teacher) else unchanged
+
+
+def aligned_distance(student: Mapping, teacher: Mapping, flip_signs: bool = True) -> float:
+    """Study 2's aligned distance: the squared distance `raw_distance` after `align` (same function,
+    hidden units permuted and sign-flipped to the teacher's); 0 for a permuted, signed copy."""
+    return raw_distance(align(student, teacher, flip_signs), teacher)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fefferman–Markel genericity
+
+SIMPLE_RATIO_BOUND = 4
+SIMPLE_RATIOS = np.array(sorted({s * p / q for p, q in itertools.product(range(1, SIMPLE_RATIO_BOUND + 1), repeat=2)
+                                 for s in (1, -1)}))  # ±p/q, 1 ≤ p, q ≤ 4: 22 values
+
+
+def _ratio_clashes(column: np.ndarray, min_gap: float) -> list[tuple[int, int]]:
+    """Pairs (j, j'), j < j', of a weight column whose ratio w_j'/w_j is within relative min_gap of a
+    simple ratio r: |w_j'/w_j - r| < min_gap·|r|. Zero entries are left to the zero condition."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = column[None, :] / column[:, None]  # [j, j'] = w_j' / w_j
+    near = np.abs(ratio[..., None] / SIMPLE_RATIOS - 1.0) < min_gap
+    j, k = np.nonzero(np.triu(np.any(near, axis=-1), 1))
+    return list(zip(j.tolist(), k.tolist()))
+
+
+def _bias_gaps_ok(b: np.ndarray, min_gap: float) -> bool:
+    magnitudes = np.sort(np.abs(b))
+    return bool(np.all(np.diff(magnitudes) >= min_gap))
+
+
+def is_generic(params: Mapping, min_gap: float = 1e-3) -> bool:
+    """The Fefferman–Markel genericity conditions, with a margin min_gap = δ (1-D arrays are biases,
+    2-D arrays weight matrices W (out, in)):
+
+      (a) every parameter is away from 0:               |θ| ≥ δ;
+      (b) biases of a layer differ in magnitude:         | |b_j| - |b_j'| | ≥ δ  (j ≠ j');
+      (c) no two weights of a column W[:, k] (the outgoing weights of one input unit) stand in a simple
+          ratio: |W[j', k] / W[j, k] - r| ≥ δ |r| for every r = ±p/q, 1 ≤ p, q ≤ 4 (22 values).
+
+    Then (Fefferman 1994) the network's function determines its parameters up to hidden-unit
+    permutations and sign flips, which is what makes `aligned_distance` a distance between functions."""
+    for value in params.values():
+        v = np.asarray(value, float)
+        if np.any(np.abs(v) < min_gap):
+            return False
+        if v.ndim == 1 and not _bias_gaps_ok(v, min_gap):
+            return False
+        if v.ndim == 2 and any(_ratio_clashes(v[:, k], min_gap) for k in range(v.shape[1])):
+            return False
+    return True
+
+
+def _separate_biases(b: np.ndarray, min_gap: float) -> np.ndarray:
+    """Biases with magnitudes ≥ δ and δ apart, each moved outward as little as this sweep allows: in
+    increasing order of |b|, |b|_(i) ← max(|b|_(i), |b|_(i-1) + δ) with |b|_(-1) = 0; signs kept (0 → +)."""
+    order = np.argsort(np.abs(b), kind="stable")
+    magnitudes = np.abs(b[order])
+    step = min_gap * (1 + 1e-9)  # a hair over δ, so that the rounded difference is still ≥ δ
+    for i in range(len(magnitudes)):
+        magnitudes[i] = max(magnitudes[i], magnitudes[i - 1] + step if i else min_gap)
+    out = b.copy()
+    out[order] = np.where(b[order] < 0, -1.0, 1.0) * magnitudes
+    return out
+
+
+def _nudge_weights(W: np.ndarray, min_gap: float) -> tuple[np.ndarray, bool]:
+    """One pass over W: entries with |w| < δ set to ±δ (0 → +δ); in each column the first clashing pair
+    (j, j') has |W[j', k]| scaled by 1 + 3δ, which takes w_j'/w_j out of the band r(1 ± δ) whichever side
+    it was on, and never shrinks an entry. Returns (W, whether anything changed)."""
+    W = np.where(np.abs(W) < min_gap, np.where(W < 0, -min_gap, min_gap), W)
+    changed = False
+    for k in range(W.shape[1]):
+        clashes = _ratio_clashes(W[:, k], min_gap)
+        if clashes:
+            W[clashes[0][1], k] *= 1.0 + 3.0 * min_gap
+            changed = True
+    return W, changed
+
+
+def make_generic(params: Mapping, min_gap: float = 1e-3, max_passes: int = 10_000) -> dict[str, np.ndarray]:
+    """Params that satisfy `is_generic(·, min_gap)`, changed as little as these rules allow:
+
+      biases (1-D):  `_separate_biases` (magnitudes pushed outward to be ≥ δ and δ apart);
+      weights (2-D): entries with |w| < δ set to sign(w)·δ; then, repeated until no clash is left, the
+                     later weight of each column's first clashing pair scaled by (1 + 3δ).
+
+    Magnitudes only grow, so a nudge never undoes the zero condition; max_passes bounds the loop (a
+    RuntimeError past it). Each weight moves by 3δ|w| per nudge it takes. Returns
+    float64 NumPy arrays; already generic params come back with the same values."""
+    out = {}
+    for name, value in params.items():
+        v = np.array(value, dtype=np.float64)
+        if v.ndim == 1:
+            v = _separate_biases(v, min_gap)
+        elif v.ndim == 2:
+            for _ in range(max_passes):
+                v, changed = _nudge_weights(v, min_gap)
+                if not changed:
+                    break
+            else:
+                raise RuntimeError(f"make_generic: {name} still has simple weight ratios after {max_passes} passes")
+        else:
+            v = np.where(np.abs(v) < min_gap, np.where(v < 0, -min_gap, min_gap), v)
+        out[name] = v
+    return out

@@ -1,0 +1,83 @@
+"""Teachers against a direct NumPy evaluation of the stated CNN weights (loops over positions and channels)."""
+
+import jax
+import numpy as np
+import pytest
+
+from rnn_sparsity.tasks import teachers
+
+# The weights as the study states them, written out again here (not read from the module):
+# per layer, the filter bank at each output position, shape (C_out, C_in, k); stride = k.
+BASE_1, BASE_2, BASE_3 = [[[2.59, -2.83, 0.87]]], [[[-1.38, 1.29]]], [[[0.86, -0.84]]]
+SPLIT_1, SPLIT_2 = [[[-1.22, 0.45, 0.88]]], [[[0.35, -0.73]]]
+MULTI_1 = [[[-0.78, -0.12, 0.70]], [[-1.16, 0.47, 0.05]], [[-0.73, 1.96, -1.01]], [[-0.32, 0.21, 0.63]]]
+MULTI_2 = [[[0.00, 0.04], [0.68, 0.34], [0.54, -0.22], [-0.14, -0.33]],
+           [[-0.14, 1.59], [1.48, -0.52], [-1.26, 0.30], [-0.40, -1.09]],
+           [[-0.71, 0.44], [-0.02, -0.14], [0.37, -0.70], [-0.83, -0.38]],
+           [[0.89, -0.48], [-0.27, -0.81], [1.76, -0.41], [0.15, 0.49]]]
+MULTI_3 = [[[-0.54, 0.16], [-0.74, -0.46], [0.08, 0.18], [-0.22, 0.81]]]
+STATED = {
+    "baseline_cnn": [[BASE_1] * 4, [BASE_2] * 2, [BASE_3]],
+    "multichannel_cnn": [[MULTI_1] * 4, [MULTI_2] * 2, [MULTI_3]],
+    "split_filter_cnn": [[BASE_1, SPLIT_1, BASE_1, SPLIT_1], [BASE_2, SPLIT_2], [BASE_3]],
+}
+NUMPY_ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0), "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+                     "tanh": np.tanh}
+
+
+def conv_by_loops(h, banks, phi):
+    """h (C_in, L_in) -> (C_out, L_out): out[o, p] = φ(Σ_c Σ_t bank_p[o][c][t] h[c, p k + t])."""
+    c_out, k = len(banks[0]), len(banks[0][0][0])
+    out = np.zeros((c_out, len(banks)))
+    for p, bank in enumerate(banks):
+        for o in range(c_out):
+            total = 0.0
+            for c in range(h.shape[0]):
+                for t in range(k):
+                    total += bank[o][c][t] * h[c, p * k + t]
+            out[o, p] = phi(total)
+    return out
+
+
+def teacher_by_loops(name, activation, x):
+    outputs = []
+    for row in x:
+        h = row[None, :]  # one channel, 12 positions
+        for banks in STATED[name]:
+            h = conv_by_loops(h, banks, NUMPY_ACTIVATIONS[activation])
+        outputs.append(h.reshape(1))
+    return np.array(outputs)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("name", teachers.TEACHERS)
+def test_teacher_apply_equals_loops_over_stated_weights(name, activation):
+    x = np.random.default_rng(0).normal(size=(16, 12))
+    with jax.enable_x64(True):
+        y = np.asarray(teachers.teacher_apply(name, activation, x))
+    assert y.shape == (16, 1)
+    np.testing.assert_allclose(y, teacher_by_loops(name, activation, x), rtol=1e-12, atol=1e-12)
+
+
+def test_dense_layers_are_channel_major_with_the_stated_widths():
+    shapes = {name: [m.shape for m in teachers.teacher_layers(name)] for name in teachers.TEACHERS}
+    assert shapes == {"baseline_cnn": [(4, 12), (2, 4), (1, 2)], "multichannel_cnn": [(16, 12), (8, 16), (1, 8)],
+                      "split_filter_cnn": [(4, 12), (2, 4), (1, 2)]}
+    second = teachers.teacher_layers("multichannel_cnn")[1]
+    # out channel 1 at position 1 (row 1·2 + 1) reads input channel 2 at positions 2, 3 (columns 2·4 + 2, +3)
+    np.testing.assert_array_equal(second[3, 10:12], [-1.26, 0.30])
+    assert np.count_nonzero(second[3]) == 8  # 4 channels × 2 taps, nothing else
+
+
+def test_teacher_apply_is_jittable_float32():
+    x = np.ones((3, 12), np.float32)
+    y = jax.jit(teachers.teacher_apply, static_argnums=(0, 1))("baseline_cnn", "tanh", x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, teacher_by_loops("baseline_cnn", "tanh", x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, activation, allowed", [("lenet", "tanh", "baseline_cnn, multichannel_cnn"),
+                                                       ("baseline_cnn", "gelu", "relu, sigmoid, tanh")])
+def test_unknown_names_raise_naming_the_allowed_ones(name, activation, allowed):
+    with pytest.raises(ValueError, match=allowed):
+        teachers.teacher_apply(name, activation, np.zeros((1, 12)))
