@@ -42,8 +42,10 @@ LEADING_KEYS = ("regularizer.strength", "model.sparsity")
 PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction",
                    "spectral_radius", "freq_error", "n_fixed_points", "n_stable_fixed_points",
                    "n_unstable_fixed_points", "n_slow_points", "fp_freq_error", "pca_var_explained_3")
-UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step")
-SUMMARY_METRICS = ("final_loss", "sparsity", "spectral_radius", "freq_error")
+UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixed_point_starts", "n_converged_starts")
+# summary.csv columns, where the runs have them: losses and sparsity, the tasks' own metrics, dynamics counts
+SUMMARY_METRICS = ("final_loss", "sparsity", "spectral_radius", "freq_error", "bit_accuracy", "n_fixed_points",
+                   "n_unstable_fixed_points", "fp_freq_error")
 # unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
 UNSTABLE_COLUMNS = {
     "fixed points (mean)": ("n_fixed_points", "mean"),
@@ -163,7 +165,7 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
 
 def summarize(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """One row per combination of swept values: runs, completed runs, and metric means over completed runs."""
-    metrics = [metric for metric in SUMMARY_METRICS if metric in runs]
+    metrics = [metric for metric in SUMMARY_METRICS if metric in runs and runs[metric].notna().any()]
     groups = runs.groupby(list(keys), dropna=False) if keys else [((), runs)]
     rows = []
     for values, group in groups:
