@@ -35,6 +35,27 @@ class CTRNNConfig:
 
 
 @dataclass
+class MLPConfig:
+    name: str = "mlp"
+    sizes: list[int] = field(default_factory=lambda: [12, 128, 128, 1])  # widths, input and output included
+    activation: str = "relu"  # relu | sigmoid | tanh, every hidden layer
+    output_activation: str = "same"  # same (as hidden) | linear | relu | sigmoid | tanh
+    bias: bool = False
+    init_scale: float = 1.0  # Kaiming (relu) / Xavier (others) normal std times this
+
+
+@dataclass
+class TeacherStudentConfig:
+    name: str = "teacher_student"
+    teacher: str = "baseline_cnn"  # baseline_cnn | multichannel_cnn | split_filter_cnn
+    activation: str = "relu"  # the teacher's activation after every layer: relu | sigmoid | tanh
+    n_train: int = 1024  # training points x ~ N(0, I_12)
+    n_test: int = 1024
+    noise_std: float = 0.0  # σ of Gaussian noise added to the targets
+    data_seed: int = 0  # the data are drawn once from this seed
+
+
+@dataclass
 class SineWaveConfig:
     name: str = "sine_wave"
     n_freqs: int = 51  # number of tasks (frequencies)
@@ -73,6 +94,8 @@ class OptimizerConfig:
     lbfgs_steps: int = 2000  # adam_lbfgs: iterations of the second stage
     loss_threshold: float = 1e-4  # adam_lbfgs: second stage runs only if the best first-stage loss is above
     divergence_factor: float = 1e4  # a run diverges when its loss is non-finite or above factor x initial loss
+    batch_size: int = 0  # 0: full batch; else minibatches of this size, reshuffled every epoch (last partial dropped)
+    patience: int = 0  # minibatch training: stop after this many epochs without a lower epoch loss (0: never)
 
 
 @dataclass
@@ -134,6 +157,8 @@ def register_configs() -> None:
         ("model", "ctrnn", CTRNNConfig),
         ("task", "sine_wave", SineWaveConfig),
         ("task", "flipflop", FlipFlopConfig),
+        ("task", "teacher_student", TeacherStudentConfig),
+        ("model", "mlp", MLPConfig),
         ("regularizer", "regularizer", RegularizerConfig),
         ("optimizer", "optimizer", OptimizerConfig),
         ("analysis", "analysis", AnalysisConfig),
@@ -194,8 +219,37 @@ def _validate_flipflop(cfg: DictConfig) -> None:
     _check(0.0 < p <= 1.0, "task.pulse_prob", p, "must satisfy 0 < p <= 1")
 
 
-MODEL_CHECKS = {"ctrnn": _validate_ctrnn}
-TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop}
+def _validate_mlp(cfg: DictConfig) -> None:
+    sizes = list(cfg.model.sizes)
+    _check(len(sizes) >= 2 and all(w > 0 for w in sizes), "model.sizes", sizes,
+           "must list at least the input and output widths, all > 0")
+    io = TASK_IO.get(cfg.task.name, lambda task: None)(cfg.task)
+    if io is not None:
+        _check(sizes[0] == io[0], "model.sizes", sizes, f"must start with the task's input width {io[0]}")
+        _check(sizes[-1] == io[1], "model.sizes", sizes, f"must end with the task's output width {io[1]}")
+    _one_of(cfg, "model.activation", ("relu", "sigmoid", "tanh"))
+    _one_of(cfg, "model.output_activation", ("same", "linear", "relu", "sigmoid", "tanh"))
+    _positive(cfg, "model.init_scale")
+
+
+def _validate_teacher_student(cfg: DictConfig) -> None:
+    _one_of(cfg, "task.teacher", TEACHERS)
+    _one_of(cfg, "task.activation", ("relu", "sigmoid", "tanh"))
+    for key in ("task.n_train", "task.n_test"):
+        _positive(cfg, key)
+    _check(cfg.task.noise_std >= 0, "task.noise_std", cfg.task.noise_std, "must be >= 0")
+    _check(cfg.model.name == "mlp", "model.name", cfg.model.name, "task=teacher_student needs model=mlp")
+
+
+MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp}
+TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
+               "teacher_student": _validate_teacher_student}
+TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
+# (input width, output width) of tasks with static inputs, for models that list their sizes
+TASK_IO = {"teacher_student": lambda task: (12, 1)}
+# number of training samples (the minibatch axis) of each task
+TASK_SIZES = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: task.n_trials,
+              "teacher_student": lambda task: task.n_train}
 # number of conditions (static inputs under which fixed points are sought) of each dynamical task
 TASK_CONDITIONS = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: 1}
 
@@ -223,6 +277,14 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= opt.momentum < 1.0, "optimizer.momentum", opt.momentum, "must satisfy 0 <= momentum < 1")
     _check(opt.lbfgs_steps >= 0, "optimizer.lbfgs_steps", opt.lbfgs_steps, "must be >= 0")
     _check(opt.loss_threshold >= 0, "optimizer.loss_threshold", opt.loss_threshold, "must be >= 0")
+    _check(opt.batch_size >= 0, "optimizer.batch_size", opt.batch_size, "must be >= 0 (0: full batch)")
+    _check(opt.batch_size == 0 or opt.name in ("sgd", "adam"), "optimizer.batch_size", opt.batch_size,
+           f"minibatches need a first-order optimizer (sgd, adam), not {opt.name}: set 0 for full batch")
+    _check(opt.patience >= 0, "optimizer.patience", opt.patience, "must be >= 0 (0: no early stopping)")
+    n_train = TASK_SIZES.get(cfg.task.name, lambda task: None)(cfg.task)
+    if opt.batch_size and n_train is not None:
+        _check(opt.batch_size <= n_train, "optimizer.batch_size", opt.batch_size,
+               f"must be <= the number of training samples ({n_train})")
 
     _validate_analysis(cfg)
 

@@ -71,7 +71,8 @@ def _trainer(key: str) -> Trainer:
     regularizer = make_regularizer(cfg.regularizer, {k: v.shape for k, v in shapes.items()})
     proximal = cfg.regularizer.mode == "proximal"
     return Trainer(model, task, regularizer, make_stages(cfg.optimizer, proximal), proximal,
-                   chunk_steps=cfg.analysis.eig_every, dtype=dtype)
+                   chunk_steps=cfg.analysis.eig_every, dtype=dtype, batch_size=cfg.optimizer.batch_size,
+                   patience=cfg.optimizer.patience)
 
 
 def make_trainer(cfg: DictConfig) -> Trainer:
@@ -80,8 +81,9 @@ def make_trainer(cfg: DictConfig) -> Trainer:
 
 
 def hyper_values(cfg: DictConfig, dtype) -> dict[str, jax.Array]:
-    """The traced hyper-values of cfg (TRACED_KEYS) as scalars of the run's dtype."""
-    return {name: jnp.asarray(OmegaConf.select(cfg, key), dtype) for key, name in TRACED_KEYS.items()}
+    """The traced hyper-values of cfg (TRACED_KEYS) as scalars of the run's dtype; 0 for a key the
+    config's model or task does not have (an MLP has no sparsity s or gain)."""
+    return {name: jnp.asarray(OmegaConf.select(cfg, key, default=0.0), dtype) for key, name in TRACED_KEYS.items()}
 
 
 class FitResult(NamedTuple):
@@ -121,6 +123,33 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
     return FitResult(state, history, {k: v for sampler in samplers for k, v in sampler.arrays().items()})
 
 
+def held_out_loss(trainer: Trainer, params) -> jax.Array:
+    """The task loss of (effective) params on the task's test data."""
+    outputs, _ = trainer.model.apply(params, jnp.asarray(trainer.task.test_inputs, trainer.dtype))
+    return weighted_mse(outputs, jnp.asarray(trainer.task.test_targets, trainer.dtype), trainer.task.loss_weights)
+
+
+class LossTracker:
+    """Train and test loss (all samples) of the current parameters at every sample between chunks."""
+
+    def __init__(self, trainer: Trainer):
+        self.rows: list[tuple[int, float, float]] = []
+        self.evaluate = jax.jit(lambda p: (trainer.task_loss(p, jax.tree.map(jnp.ones_like, p)),
+                                           held_out_loss(trainer, p)))
+
+    def sample(self, step: int, params) -> None:
+        if self.rows and self.rows[-1][0] == step:
+            return
+        train, test = self.evaluate(params)
+        self.rows.append((step, float(train), float(test)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if not self.rows:
+            return {}
+        steps, train, test = map(np.array, zip(*self.rows))
+        return {"eval_step": steps, "eval_train_loss": train, "eval_test_loss": test}
+
+
 def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics and analysis arrays of the best parameters of a finished fit."""
     params, mask = state.best_params, state.mask
@@ -136,6 +165,12 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
                **sparsity_metrics(host, names), "steps": int(state.step),
                "diverged_step": int(state.diverged_step) if bool(state.diverged) else None,
                "initial_loss": float(state.init_loss)}
+    if trainer.batch_size:
+        metrics.update(epochs=int(state.step) // trainer.steps_per_epoch, stopped_early=bool(state.stopped))
+    if trainer.task.test_inputs is not None:
+        metrics["test_loss"] = float(held_out_loss(trainer, effective))
+    if trainer.task.param_metrics is not None and np.all([np.all(np.isfinite(v)) for v in host.values()]):
+        metrics.update(trainer.task.param_metrics(host))
     arrays = dict(trainer.task.arrays(outputs)) if np.all(np.isfinite(outputs)) else {}
     recurrent = trainer.model.recurrent(params)
     if recurrent is not None and np.all(np.isfinite(np.asarray(recurrent))):
@@ -196,6 +231,8 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     hyper = hyper_values(cfg, trainer.dtype)
     key = jax.random.key(cfg.seed)
     samplers = [fixed_point_tracker(trainer, cfg)] if cfg.analysis.enabled and cfg.analysis.track_tasks else []
+    if cfg.analysis.enabled and trainer.task.test_inputs is not None:
+        samplers.append(LossTracker(trainer))
     result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress,
                  samplers=samplers)
     metrics, arrays = evaluate(trainer, result.state, hyper)

@@ -39,6 +39,11 @@ class TrainState(NamedTuple):
     running: jax.Array  # this stage runs (False: skipped by its threshold, or the run diverged)
     diverged: jax.Array
     diverged_step: jax.Array  # -1 unless diverged
+    data_key: jax.Array  # minibatch training: epoch e shuffles with fold_in(data_key, e)
+    epoch_loss: jax.Array  # minibatch training: sum of the batch losses of the current epoch
+    best_epoch_loss: jax.Array
+    stale_epochs: jax.Array  # epochs since the epoch loss last fell
+    stopped: jax.Array  # stopped early (patience exhausted)
 
 
 def _where(cond, new, old):
@@ -46,25 +51,43 @@ def _where(cond, new, old):
 
 
 class Trainer:
-    """Training of one static configuration; every method is pure in (key, hyper)."""
+    """Training of one static configuration; every method is pure in (key, hyper).
+
+    Full batch by default. With batch_size > 0 every step sees one minibatch (along axis 1 of the task's
+    arrays), reshuffled each epoch of n_train // batch_size steps (a last partial batch is dropped);
+    then best_params are those at the end of the epoch with the lowest mean batch loss (the epoch
+    loss), and with patience > 0 a run stops once `patience` epochs pass without a lower epoch loss.
+    """
 
     def __init__(self, model: Model, task: Task, regularizer: Regularizer, stages: list[Stage],
-                 proximal: bool, chunk_steps: int, dtype):
+                 proximal: bool, chunk_steps: int, dtype, batch_size: int = 0, patience: int = 0):
         self.model, self.task, self.regularizer, self.stages = model, task, regularizer, stages
         self.proximal, self.chunk_steps, self.dtype = proximal, int(chunk_steps), dtype
+        self.batch_size, self.patience = int(batch_size), int(patience)
+        self.n_train = int(task.inputs.shape[1])
+        self.steps_per_epoch = self.n_train // self.batch_size if self.batch_size else 1
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
         self.compiled_init = jax.jit(self.init)
         self.compiled_begin = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
 
     # ------------------------------------------------------------------ objective
-    def task_loss(self, params, mask) -> jax.Array:
+    def task_loss(self, params, mask, batch=None) -> jax.Array:
+        """The task loss on all training samples, or on the samples `batch` (indices along axis 1)."""
         inputs, targets, weights = (jnp.asarray(a, self.dtype) for a in
                                     (self.task.inputs, self.task.targets, self.task.loss_weights))
+        if batch is not None:
+            inputs, targets = inputs[:, batch], targets[:, batch]
         outputs, _ = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
         return weighted_mse(outputs, targets, weights)
 
-    def objective(self, mask, hyper) -> Objective:
-        return Objective(task=lambda p: self.task_loss(p, mask),
+    def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
+        """The samples of minibatch `step`: epoch e = step // steps_per_epoch is a fresh permutation."""
+        epoch, position = step // self.steps_per_epoch, step % self.steps_per_epoch
+        order = jax.random.permutation(jax.random.fold_in(data_key, epoch), self.n_train)
+        return jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
+
+    def objective(self, mask, hyper, batch=None) -> Objective:
+        return Objective(task=lambda p: self.task_loss(p, mask, batch),
                          penalty=lambda p: self.regularizer.penalty(p, hyper),
                          prox=lambda p, eta: self.regularizer.prox(p, hyper, eta),
                          mask=mask, proximal=self.proximal)
@@ -79,7 +102,9 @@ class Trainer:
         false, zero = jnp.array(False), jnp.array(0, jnp.int32)
         return TrainState(params=params, opt_state=None, mask=mask, init_params=params, best_params=params,
                           best_loss=loss, init_loss=loss, step=zero, running=jnp.array(True),
-                          diverged=false, diverged_step=zero - 1)
+                          diverged=false, diverged_step=zero - 1, data_key=jax.random.fold_in(key, 1),
+                          epoch_loss=jnp.zeros_like(loss), best_epoch_loss=jnp.full_like(loss, jnp.inf),
+                          stale_epochs=zero, stopped=false)
 
     def begin_stage(self, index: int, state: TrainState, hyper: dict) -> TrainState:
         """Start stage `index` from the best parameters so far; a later stage runs only while the
@@ -94,27 +119,48 @@ class Trainer:
     def run_chunk(self, index: int, n_steps: int, state: TrainState, hyper: dict):
         """n_steps of stage `index` in one lax.scan; returns the state and per-step records."""
         stage = self.stages[index]
-        objective = self.objective(state.mask, hyper)
+        full_batch = self.objective(state.mask, hyper)
         limit = hyper["divergence_factor"] * state.init_loss
 
         def one_step(s: TrainState, _):
+            objective = self.objective(s.mask, hyper, self.batch_indices(s.data_key, s.step)) \
+                if self.batch_size else full_batch
             params, opt_state, loss, task, reg, gnorm = stage.step(s.params, s.opt_state, hyper, objective)
             finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & (loss <= limit)
             ok = s.running & finite
             newly_diverged = s.running & ~finite
-            improved = ok & (loss < s.best_loss)
             record = dict(step=s.step, loss=loss, task_loss=task, reg_loss=reg, grad_norm=gnorm,
                           valid=s.running)
+            before = s.params  # the params `loss` was evaluated at
             s = s._replace(params=_where(ok, params, s.params), opt_state=_where(ok, opt_state, s.opt_state),
-                           best_params=_where(improved, s.params, s.best_params),
-                           best_loss=jnp.where(improved, loss, s.best_loss),
-                           step=s.step + s.running.astype(jnp.int32),
                            diverged=s.diverged | newly_diverged,
-                           diverged_step=jnp.where(newly_diverged, s.step, s.diverged_step),
-                           running=ok)
-            return s, record
+                           diverged_step=jnp.where(newly_diverged, s.step, s.diverged_step))
+            s = self._track_epochs(s, ok, loss) if self.batch_size else self._track_steps(s, ok, loss, before)
+            return s._replace(step=s.step + s.running.astype(jnp.int32), running=ok & ~s.stopped), record
 
         return jax.lax.scan(one_step, state, None, length=n_steps)
+
+    @staticmethod
+    def _track_steps(s: TrainState, ok, loss, before) -> TrainState:
+        """Full batch: the best parameters are the lowest-loss ones seen (`loss` is that of `before`,
+        the params before this step's update)."""
+        improved = ok & (loss < s.best_loss)
+        return s._replace(best_params=_where(improved, before, s.best_params),
+                          best_loss=jnp.where(improved, loss, s.best_loss))
+
+    def _track_epochs(self, s: TrainState, ok, loss) -> TrainState:
+        """Minibatches: at the end of an epoch compare its mean batch loss with the best so far; keep
+        the params of the best epoch; stop after `patience` epochs without improvement."""
+        epoch_loss = s.epoch_loss + jnp.where(ok, loss, 0.0)
+        end = ok & (s.step % self.steps_per_epoch == self.steps_per_epoch - 1)
+        mean = epoch_loss / self.steps_per_epoch
+        improved = end & (mean < s.best_epoch_loss)
+        stale = jnp.where(improved, 0, s.stale_epochs + end.astype(jnp.int32))
+        return s._replace(best_params=_where(improved, s.params, s.best_params),
+                          best_loss=jnp.where(improved, mean, s.best_loss),
+                          best_epoch_loss=jnp.where(improved, mean, s.best_epoch_loss),
+                          epoch_loss=jnp.where(end, 0.0, epoch_loss), stale_epochs=stale,
+                          stopped=s.stopped | (self.patience > 0) & (stale >= self.patience))
 
     def chunk_lengths(self, index: int) -> list[int]:
         steps, k = self.stages[index].steps, self.chunk_steps

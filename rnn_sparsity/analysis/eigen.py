@@ -22,10 +22,11 @@ class SpectrumTracker:
         self.values: list[np.ndarray] = []
 
     def sample(self, step: int, params) -> None:
-        if self.steps and self.steps[-1] == step:
+        matrix = self.matrix_of(params)
+        if matrix is None or (self.steps and self.steps[-1] == step):  # a model without recurrence: nothing to track
             return
         self.steps.append(int(step))
-        self.values.append(eigenvalues(self.matrix_of(params)))
+        self.values.append(eigenvalues(matrix))
 
     def arrays(self) -> dict[str, np.ndarray]:
         if not self.steps:

@@ -25,7 +25,7 @@ class Model(NamedTuple):
 
 
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
-    from . import ctrnn
+    from . import ctrnn, mlp
 
-    builders = {"ctrnn": ctrnn.make_model}
+    builders = {"ctrnn": ctrnn.make_model, "mlp": mlp.make_model}
     return builders[cfg.name](cfg, n_inputs, n_outputs, dtype)

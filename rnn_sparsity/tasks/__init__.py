@@ -41,6 +41,9 @@ class Task(NamedTuple):
     arrays: Callable[[np.ndarray], dict[str, np.ndarray]]
     metric_names: tuple[str, ...] = ()  # the keys `metrics` returns (for logs and summaries)
     conditions: Conditions | None = None  # for fixed-point analysis (dynamical tasks only)
+    test_inputs: np.ndarray | None = None  # held-out data (test_loss), same layout as inputs
+    test_targets: np.ndarray | None = None
+    param_metrics: Callable[[dict], dict[str, float]] | None = None  # metrics of the trained parameters
 
     @property
     def n_inputs(self) -> int:
@@ -58,7 +61,8 @@ def weighted_mse(outputs: Any, targets: Any, weights: Any) -> Any:
 
 
 def make_task(cfg, model_cfg) -> Task:
-    from . import flipflop, sine_wave
+    from . import flipflop, sine_wave, teacher_student
 
-    builders = {"sine_wave": sine_wave.make_task, "flipflop": flipflop.make_task}
+    builders = {"sine_wave": sine_wave.make_task, "flipflop": flipflop.make_task,
+                "teacher_student": teacher_student.make_task}
     return builders[cfg.name](cfg, model_cfg)
