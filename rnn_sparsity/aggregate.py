@@ -44,7 +44,8 @@ PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero
                    "n_unstable_fixed_points", "n_slow_points", "fp_freq_error", "pca_var_explained_3")
 UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixed_point_starts", "n_converged_starts")
 # summary.csv columns, where the runs have them: losses and sparsity, the tasks' own metrics, dynamics counts
-SUMMARY_METRICS = ("final_loss", "sparsity", "spectral_radius", "freq_error", "bit_accuracy", "n_fixed_points",
+SUMMARY_METRICS = ("final_loss", "test_loss", "sparsity", "teacher_distance", "spectral_radius", "freq_error",
+                   "bit_accuracy", "n_fixed_points",
                    "n_unstable_fixed_points", "fp_freq_error")
 # unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
 UNSTABLE_COLUMNS = {

@@ -238,13 +238,14 @@ def _validate_teacher_student(cfg: DictConfig) -> None:
     for key in ("task.n_train", "task.n_test"):
         _positive(cfg, key)
     _check(cfg.task.noise_std >= 0, "task.noise_std", cfg.task.noise_std, "must be >= 0")
-    _check(cfg.model.name == "mlp", "model.name", cfg.model.name, "task=teacher_student needs model=mlp")
 
 
 MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp}
 TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
                "teacher_student": _validate_teacher_student}
 TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
+# the models each task can train
+TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp",)}
 # (input width, output width) of tasks with static inputs, for models that list their sizes
 TASK_IO = {"teacher_student": lambda task: (12, 1)}
 # number of training samples (the minibatch axis) of each task
@@ -259,6 +260,8 @@ def validate(cfg: DictConfig) -> None:
     _one_of(cfg, "precision", ("float32", "float64"))
     _one_of(cfg, "model.name", tuple(MODEL_CHECKS))
     _one_of(cfg, "task.name", tuple(TASK_CHECKS))
+    _check(cfg.model.name in TASK_MODELS[cfg.task.name], "model.name", cfg.model.name,
+           f"task={cfg.task.name} needs model={' or '.join(TASK_MODELS[cfg.task.name])}")
     MODEL_CHECKS[cfg.model.name](cfg)
     TASK_CHECKS[cfg.task.name](cfg)
 

@@ -21,9 +21,13 @@ def group_options():
     return [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
+# options that need a partner from another group (a task that a model can train)
+COMPANIONS = {("model", "mlp"): ["task=teacher_student"], ("task", "teacher_student"): ["model=mlp"]}
+
+
 @pytest.mark.parametrize("group,option", group_options())
 def test_every_group_option_composes_and_validates(group, option):
-    cfg = compose_cfg(f"{group}={option}", tiny=False)
+    cfg = compose_cfg(f"{group}={option}", *COMPANIONS.get((group, option), []), tiny=False)
     assert cfg[group].name == option
     validate(cfg)
 

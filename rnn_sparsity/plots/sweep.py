@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from pandas.api.types import is_numeric_dtype
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -63,7 +64,8 @@ def sorted_values(column: pd.Series) -> list:
 
 
 def metric_figure(runs: pd.DataFrame, metric: str, key: str, hue: str | None = None) -> Figure:
-    """`metric` against `key`: mean over seeds with a bootstrapped 95% CI, one line per value of `hue`.
+    """`metric` against `key`: mean over seeds with a bootstrapped 95% CI, one line per value of `hue`;
+    bars side by side when `key` is categorical (a regularizer's name, an activation).
 
     The bootstrap is seeded so that redrawing from the same runs gives the same figure.
     """
@@ -74,7 +76,11 @@ def metric_figure(runs: pd.DataFrame, metric: str, key: str, hue: str | None = N
         data = data.assign(**{hue: data[hue].map(format_value)})
         hue_options = {"hue": hue, "hue_order": [format_value(v) for v in sorted_values(runs[hue])]}
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    sns.lineplot(data=data, x=key, y=metric, marker="o", errorbar=("ci", 95), seed=0, ax=ax, **hue_options)
+    if is_numeric_dtype(runs[key]):
+        sns.lineplot(data=data, x=key, y=metric, marker="o", errorbar=("ci", 95), seed=0, ax=ax, **hue_options)
+    else:
+        sns.barplot(data=data, x=key, y=metric, order=sorted_values(runs[key]), errorbar=("ci", 95), seed=0,
+                    ax=ax, **hue_options)
     positive = pd.to_numeric(data[key], errors="coerce").loc[lambda x: x > 0]
     if key.endswith("strength") and not positive.empty:
         ax.set_xscale("symlog", linthresh=float(positive.min()))
