@@ -56,6 +56,20 @@ class TeacherStudentConfig:
 
 
 @dataclass
+class MLPTeacherConfig:
+    name: str = "mlp_teacher"
+    sizes: list[int] = field(default_factory=lambda: [2, 25, 25, 1])  # the teacher's widths (= the student's)
+    n_train: int = 10000  # training points u ~ U[-1, 1]^d (full batch)
+    n_test: int = 1000
+    noise_std: float = 0.0  # σ of Gaussian noise added to the targets
+    student_init: str = "copy"  # copy (the teacher + init_perturbation U[-1, 1]) | random (the model's init)
+    init_perturbation: float = 0.0  # δ, traced
+    teacher_seed: int = 0  # the teacher is drawn from this seed, then made generic
+    generic_gap: float = 1e-3  # δ of the genericity conditions (min |θ|, |b| gaps, distance from simple ratios)
+    data_seed: int = 0
+
+
+@dataclass
 class SineWaveConfig:
     name: str = "sine_wave"
     n_freqs: int = 51  # number of tasks (frequencies)
@@ -83,6 +97,8 @@ class RegularizerConfig:
     targets: list[str] = field(default_factory=lambda: ["J"])  # parameter names the penalty acts on
     reduction: str = "mean"  # mean | sum over the targeted entries
     mode: str = "penalty"  # penalty (added to the loss) | proximal (soft-threshold after each update)
+    rho: float = 0.0  # drr: weight ρ of its Σ w² term (per layer rescaled like λ)
+    beta: float = 10.0  # drr: sharpness β of its Σ (1 - exp(-β|w|)) term
 
 
 @dataclass
@@ -158,6 +174,7 @@ def register_configs() -> None:
         ("task", "sine_wave", SineWaveConfig),
         ("task", "flipflop", FlipFlopConfig),
         ("task", "teacher_student", TeacherStudentConfig),
+        ("task", "mlp_teacher", MLPTeacherConfig),
         ("model", "mlp", MLPConfig),
         ("regularizer", "regularizer", RegularizerConfig),
         ("optimizer", "optimizer", OptimizerConfig),
@@ -170,7 +187,7 @@ register_configs()
 
 
 # ------------------------------------------------------------------------------------------ checks
-REGULARIZERS = ("none", "l1", "l2", "elastic_net")
+REGULARIZERS = ("none", "l1", "l2", "elastic_net", "drr")
 OPTIMIZERS = ("adam", "sgd", "lbfgs", "adam_lbfgs")
 DYNAMICS_MODELS = ("ctrnn",)
 
@@ -240,17 +257,33 @@ def _validate_teacher_student(cfg: DictConfig) -> None:
     _check(cfg.task.noise_std >= 0, "task.noise_std", cfg.task.noise_std, "must be >= 0")
 
 
+def _validate_mlp_teacher(cfg: DictConfig) -> None:
+    sizes = list(cfg.task.sizes)
+    _check(len(sizes) >= 3 and all(w > 0 for w in sizes), "task.sizes", sizes,
+           "must list input, at least one hidden and the output width, all > 0")
+    for key in ("task.n_train", "task.n_test", "task.generic_gap"):
+        _positive(cfg, key)
+    _check(cfg.task.noise_std >= 0, "task.noise_std", cfg.task.noise_std, "must be >= 0")
+    _check(cfg.task.init_perturbation >= 0, "task.init_perturbation", cfg.task.init_perturbation, "must be >= 0")
+    _one_of(cfg, "task.student_init", ("copy", "random"))
+    model = cfg.model
+    _check(list(model.sizes) == sizes, "model.sizes", list(model.sizes), f"must equal task.sizes {sizes}")
+    _check(model.bias and model.activation == "tanh" and model.output_activation == "linear", "model.activation",
+           model.activation, "task=mlp_teacher needs a tanh student with biases and a linear output "
+           "(model.activation=tanh model.bias=true model.output_activation=linear)")
+
+
 MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp}
 TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
-               "teacher_student": _validate_teacher_student}
+               "teacher_student": _validate_teacher_student, "mlp_teacher": _validate_mlp_teacher}
 TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
 # the models each task can train
-TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp",)}
+TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp",), "mlp_teacher": ("mlp",)}
 # (input width, output width) of tasks with static inputs, for models that list their sizes
-TASK_IO = {"teacher_student": lambda task: (12, 1)}
+TASK_IO = {"teacher_student": lambda task: (12, 1), "mlp_teacher": lambda task: (task.sizes[0], task.sizes[-1])}
 # number of training samples (the minibatch axis) of each task
 TASK_SIZES = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: task.n_trials,
-              "teacher_student": lambda task: task.n_train}
+              "teacher_student": lambda task: task.n_train, "mlp_teacher": lambda task: task.n_train}
 # number of conditions (static inputs under which fixed points are sought) of each dynamical task
 TASK_CONDITIONS = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: 1}
 
@@ -271,6 +304,10 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= reg.l1_ratio <= 1.0, "regularizer.l1_ratio", reg.l1_ratio, "must satisfy 0 <= r <= 1")
     _one_of(cfg, "regularizer.reduction", ("mean", "sum"))
     _one_of(cfg, "regularizer.mode", ("penalty", "proximal"))
+    if reg.name == "drr":
+        _check(reg.mode == "penalty", "regularizer.mode", reg.mode, "drr has no proximal operator: use penalty")
+        _check(reg.rho >= 0, "regularizer.rho", reg.rho, "must be >= 0")
+        _positive(cfg, "regularizer.beta")
     _check(len(reg.targets) > 0, "regularizer.targets", list(reg.targets), "must name at least one parameter")
 
     opt = cfg.optimizer

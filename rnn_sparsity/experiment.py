@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TRACED_KEYS = {
     "model.sparsity": "sparsity", "model.gain": "gain",
     "regularizer.strength": "strength", "regularizer.l1_ratio": "l1_ratio",
+    "regularizer.rho": "rho", "regularizer.beta": "beta", "task.init_perturbation": "init_perturbation",
     "optimizer.lr": "lr", "optimizer.momentum": "momentum",
     "optimizer.loss_threshold": "loss_threshold", "optimizer.divergence_factor": "divergence_factor",
 }
@@ -89,7 +90,7 @@ def hyper_values(cfg: DictConfig, dtype) -> dict[str, jax.Array]:
 class FitResult(NamedTuple):
     state: Any
     history: pd.DataFrame
-    spectrum: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]  # what the samplers recorded between chunks (eig_*, fp_track_*, eval_*, param_*)
 
 
 def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = True,
@@ -150,6 +151,36 @@ class LossTracker:
         return {"eval_step": steps, "eval_train_loss": train, "eval_test_loss": test}
 
 
+class ParamMetricsTracker:
+    """The task's parameter metrics (e.g. distances to a teacher) at every sample between chunks."""
+
+    def __init__(self, param_metrics):
+        self.param_metrics, self.steps, self.rows = param_metrics, [], []
+
+    def sample(self, step: int, params) -> None:
+        if self.steps and self.steps[-1] == step:
+            return
+        self.steps.append(int(step))
+        self.rows.append(self.param_metrics({k: np.asarray(v) for k, v in params.items()}))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if not self.rows:
+            return {}
+        return {"param_step": np.array(self.steps),
+                **{f"param_{name}": np.array([row[name] for row in self.rows]) for name in self.rows[0]}}
+
+
+def rebound_metrics(arrays: dict[str, np.ndarray], steps_per_epoch: int) -> dict[str, float]:
+    """For each tracked distance d(t): the epoch of its minimum and the rebound ratio d(final) / min d."""
+    metrics = {}
+    for key in [k for k in arrays if k.startswith("param_") and k.endswith("distance")]:
+        name, values = key[len("param_"):], arrays[key]
+        lowest = int(np.argmin(values))
+        metrics[f"{name}_min_epoch"] = int(arrays["param_step"][lowest]) // steps_per_epoch
+        metrics[f"{name}_rebound"] = float(values[-1] / values[lowest]) if values[lowest] > 0 else None
+    return metrics
+
+
 def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics and analysis arrays of the best parameters of a finished fit."""
     params, mask = state.best_params, state.mask
@@ -159,7 +190,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     task_loss = float(weighted_mse(outputs, trainer.task.targets, trainer.task.loss_weights))
     reg_loss = float(trainer.regularizer.penalty(params, hyper))
     host = {k: np.asarray(v) for k, v in params.items()}
-    names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked]))
+    names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked])) or list(host)
     metrics = {"status": "diverged" if bool(state.diverged) else "completed",
                "final_loss": task_loss + reg_loss, "task_loss": task_loss, "reg_loss": reg_loss,
                **sparsity_metrics(host, names), "steps": int(state.step),
@@ -233,9 +264,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     samplers = [fixed_point_tracker(trainer, cfg)] if cfg.analysis.enabled and cfg.analysis.track_tasks else []
     if cfg.analysis.enabled and trainer.task.test_inputs is not None:
         samplers.append(LossTracker(trainer))
+    if cfg.analysis.enabled and trainer.task.track_param_metrics:
+        samplers.append(ParamMetricsTracker(trainer.task.param_metrics))
     result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress,
                  samplers=samplers)
     metrics, arrays = evaluate(trainer, result.state, hyper)
+    metrics.update(rebound_metrics(result.samples, trainer.steps_per_epoch))
     if wants_dynamics(cfg) and metrics["status"] == "completed":
         dynamics_metrics, dynamics_arrays = analyse(trainer, result.state, cfg)
         metrics.update(dynamics_metrics)
@@ -249,7 +283,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                            mask={k: np.asarray(state.mask[k]) for k in trainer.model.masked})
     artifacts.write_history(run_dir, result.history)
     if cfg.analysis.enabled:
-        artifacts.write_arrays(run_dir / artifacts.ANALYSIS, {**result.spectrum, **arrays})
+        artifacts.write_arrays(run_dir / artifacts.ANALYSIS, {**result.samples, **arrays})
     artifacts.write_metrics(run_dir, metrics)
     if cfg.analysis.figures:
         from .plots.run import draw_run_figures

@@ -98,6 +98,8 @@ class Trainer:
     # ------------------------------------------------------------------ pure pieces
     def init(self, key: jax.Array, hyper: dict) -> TrainState:
         params, mask = self.model.init(key, hyper)
+        if self.task.initial_params is not None:  # a task that sets the start (a copy of a teacher, say)
+            params = jax.tree.map(jnp.multiply, self.task.initial_params(key, hyper, params), mask)
         loss = self.total_loss(params, mask, hyper)
         false, zero = jnp.array(False), jnp.array(0, jnp.int32)
         return TrainState(params=params, opt_state=None, mask=mask, init_params=params, best_params=params,

@@ -40,7 +40,7 @@ def test_host_loop_gives_the_same_result_as_the_pure_train():
     valid = np.asarray(records["valid"])
     np.testing.assert_allclose(result.history["loss"], np.asarray(records["loss"])[valid], rtol=1e-12)
     np.testing.assert_allclose(result.state.best_params["J"], state.best_params["J"], rtol=1e-12)
-    assert result.spectrum["eig_steps"].tolist() == list(range(0, int(state.step) + 1, 20))
+    assert result.samples["eig_steps"].tolist() == list(range(0, int(state.step) + 1, 20))
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):

@@ -44,6 +44,8 @@ class Task(NamedTuple):
     test_inputs: np.ndarray | None = None  # held-out data (test_loss), same layout as inputs
     test_targets: np.ndarray | None = None
     param_metrics: Callable[[dict], dict[str, float]] | None = None  # metrics of the trained parameters
+    initial_params: Callable[..., dict] | None = None  # (key, hyper, model's init) -> the student's start
+    track_param_metrics: bool = False  # record param_metrics at every sample during training too
 
     @property
     def n_inputs(self) -> int:
@@ -61,8 +63,8 @@ def weighted_mse(outputs: Any, targets: Any, weights: Any) -> Any:
 
 
 def make_task(cfg, model_cfg) -> Task:
-    from . import flipflop, sine_wave, teacher_student
+    from . import flipflop, mlp_teacher, sine_wave, teacher_student
 
     builders = {"sine_wave": sine_wave.make_task, "flipflop": flipflop.make_task,
-                "teacher_student": teacher_student.make_task}
+                "teacher_student": teacher_student.make_task, "mlp_teacher": mlp_teacher.make_task}
     return builders[cfg.name](cfg, model_cfg)

@@ -1,0 +1,77 @@
+"""The ℓ2-distance rebound study's pieces: a generic tanh teacher, students started from it, DRR."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import compose_cfg
+from omegaconf import OmegaConf
+
+from rnn_sparsity import artifacts
+from rnn_sparsity.analysis.drr import drr_penalty
+from rnn_sparsity.analysis.teacher_distance import is_generic
+from rnn_sparsity.config import ConfigError, validate
+from rnn_sparsity.experiment import make_trainer, run, set_precision
+from rnn_sparsity.models import make_model
+from rnn_sparsity.regularizers import make_regularizer
+from rnn_sparsity.tasks.mlp_teacher import make_teacher, teacher_forward
+
+STUDENT = ["task=mlp_teacher", "model=mlp", "model.sizes=[2,25,25,1]", "model.activation=tanh", "model.bias=true",
+           "model.output_activation=linear", "optimizer=sgd", "optimizer.lr=0.01", "optimizer.momentum=0",
+           "regularizer=none", "task.n_train=2000", "task.n_test=500", "analysis.eig_every=1",
+           "analysis.figures=false", "progress=false", "precision=float64"]
+
+
+def test_teacher_is_generic_and_the_student_model_computes_its_function():
+    teacher = make_teacher([2, 25, 25, 1], seed=3, min_gap=1e-3)
+    assert is_generic(teacher, 1e-3)
+    cfg = compose_cfg(*STUDENT, tiny=False)
+    with jax.enable_x64(True):
+        model = make_model(cfg.model, 2, 1, jnp.float64)
+        u = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+        outputs, _ = model.apply({k: jnp.asarray(v) for k, v in teacher.items()}, jnp.asarray(u)[None])
+    np.testing.assert_allclose(np.asarray(outputs[0]), teacher_forward(teacher, u), atol=1e-12)
+
+
+def test_a_student_copied_exactly_starts_at_distance_zero_and_at_the_noise_floor(tmp_path):
+    metrics = run(compose_cfg(*STUDENT, "task.noise_std=0.01", "optimizer.steps=5", tiny=False), tmp_path)
+    arrays = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)
+    assert arrays["param_raw_distance"][0] == 0.0 and arrays["param_aligned_distance"][0] == 0.0
+    assert metrics["initial_loss"] == pytest.approx(0.01 ** 2, rel=0.1)  # the teacher's loss is the noise's
+    assert np.all(np.diff(arrays["param_step"]) == 1)  # one sample per epoch (full batch)
+    assert metrics["raw_distance"] > 0 and metrics["raw_distance_min_epoch"] == 0
+
+
+def test_perturbed_start_has_the_expected_distance(tmp_path):
+    """δ U[-1, 1] per parameter: E Σ (δ ε)² = δ² P / 3 over the P = 751 parameters."""
+    run(compose_cfg(*STUDENT, "task.init_perturbation=0.1", "optimizer.steps=2", tiny=False), tmp_path)
+    start = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)["param_raw_distance"][0]
+    assert start == pytest.approx(0.01 * 751 / 3, rel=0.1)
+
+
+def test_drr_regularizer_is_the_drr_penalty_over_its_targets():
+    cfg = compose_cfg(*STUDENT, "regularizer=drr", "regularizer.strength=0.5", "regularizer.rho=0.1", tiny=False)
+    set_precision("float64")
+    trainer = make_trainer(cfg)
+    params, _ = trainer.model.init(jax.random.key(0), {"init_perturbation": 0.0})
+    hyper = {"strength": 0.5, "rho": 0.1, "beta": 10.0}
+    expected = drr_penalty(params, 0.5, 0.1, 10.0)
+    assert float(trainer.regularizer.penalty(params, hyper)) == pytest.approx(float(expected), rel=1e-12)
+    only_first = make_regularizer(OmegaConf.merge(cfg.regularizer, {"targets": ["W1", "b1"]}),
+                                  {k: v.shape for k, v in params.items()})
+    assert float(only_first.penalty(params, hyper)) == pytest.approx(
+        float(drr_penalty({"W1": params["W1"], "b1": params["b1"]}, 0.5, 0.1, 10.0)), rel=1e-12)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.sizes=[2,20,25,1]", "model.sizes"), ("task.noise_std=-1", "task.noise_std"),
+    ("task.student_init=teacher", "task.student_init"), ("model.activation=relu", "model.activation")])
+def test_bad_rebound_input_fails_with_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*STUDENT, override, tiny=False))
+    assert err.value.key == key
+
+
+def test_drr_has_no_proximal_mode():
+    with pytest.raises(ConfigError, match="no proximal operator"):
+        validate(compose_cfg(*STUDENT, "regularizer=drr", "regularizer.mode=proximal", tiny=False))
