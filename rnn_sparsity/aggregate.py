@@ -30,6 +30,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from rnn_sparsity.artifacts import HYDRA_DIR, METRICS, is_done, read_metrics
+from rnn_sparsity.plots.rebound import power_law_fits
 from rnn_sparsity.plots.run import save_figure
 from rnn_sparsity.plots.sweep import draw_sweep_figures, format_cell, table_figure
 
@@ -42,11 +43,12 @@ LEADING_KEYS = ("regularizer.strength", "model.sparsity")
 PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction",
                    "spectral_radius", "freq_error", "n_fixed_points", "n_stable_fixed_points",
                    "n_unstable_fixed_points", "n_slow_points", "fp_freq_error", "pca_var_explained_3")
-UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixed_point_starts", "n_converged_starts")
+UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixed_point_starts", "n_converged_starts",
+                     "raw_distance_min_epoch", "aligned_distance_min_epoch")
 # summary.csv columns, where the runs have them: losses and sparsity, the tasks' own metrics, dynamics counts
 SUMMARY_METRICS = ("final_loss", "test_loss", "sparsity", "teacher_distance", "spectral_radius", "freq_error",
                    "bit_accuracy", "n_fixed_points",
-                   "n_unstable_fixed_points", "fp_freq_error")
+                   "n_unstable_fixed_points", "fp_freq_error", "raw_distance", "aligned_distance", "raw_distance_rebound")
 # unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
 UNSTABLE_COLUMNS = {
     "fixed points (mean)": ("n_fixed_points", "mean"),
@@ -248,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     tables = write_unstable_tables(runs, keys, out)
+    fits = power_law_fits(runs)
+    if fits is not None:
+        fits.to_csv(out / "noise_power_law.csv", index=False)
+        tables.append(out / "noise_power_law.csv")
+        print("Power law of the final distance in σ (task.noise_std):\n" + fits.to_string(index=False) + "\n")
     figures = draw_sweep_figures(runs, keys, metric_columns(runs), out / "figures")
 
     n_completed = int((runs["status"] == "completed").sum())

@@ -75,3 +75,29 @@ def test_bad_rebound_input_fails_with_the_key(override, key):
 def test_drr_has_no_proximal_mode():
     with pytest.raises(ConfigError, match="no proximal operator"):
         validate(compose_cfg(*STUDENT, "regularizer=drr", "regularizer.mode=proximal", tiny=False))
+
+
+def test_power_law_fit_recovers_a_known_slope_and_ignores_zero_noise():
+    import pandas as pd
+
+    from rnn_sparsity.plots.rebound import noise_loglog_figure, power_law_fit, power_law_fits
+
+    sigma = np.repeat(np.geomspace(1e-5, 1e-2, 8), 3)
+    distance = 3.0 * sigma ** 0.5 * np.tile([0.9, 1.0, 1.1], 8)  # seeds scatter around the law
+    slope, intercept = power_law_fit(np.r_[0.0, sigma], np.r_[1.0, distance])
+    assert slope == pytest.approx(0.5, abs=0.02) and 10 ** intercept == pytest.approx(3.0, rel=0.05)
+    runs = pd.DataFrame({"task.noise_std": sigma, "raw_distance": distance, "status": "completed"})
+    fits = power_law_fits(runs)
+    assert fits.loc[0, "metric"] == "raw_distance" and fits.loc[0, "slope"] == pytest.approx(0.5, abs=1e-9)
+    assert noise_loglog_figure(runs, "raw_distance") is not None
+    assert power_law_fits(runs.assign(**{"task.noise_std": 1e-3})) is None  # σ not swept: nothing to fit
+
+
+def test_distance_figure_is_drawn_from_the_tracked_distances(tmp_path):
+    from rnn_sparsity.plots.rebound import distance_figure
+
+    run(compose_cfg(*STUDENT, "task.noise_std=0.01", "optimizer.steps=3", tiny=False), tmp_path)
+    fig = distance_figure(tmp_path)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and max(lines[0].get_ydata()) == pytest.approx(1.0)  # normalised to its max
+    assert distance_figure(tmp_path / "missing") is None

@@ -15,6 +15,10 @@ and, from the arrays of `analysis=dynamics` (drawn by `rnn_sparsity.plots.dynami
   unstable_frequency.png    unstable frequency at each condition's central fixed point against ω_j (sine)
   pca_variance.png          variance explained per principal component, and cumulatively
 
+and, for students of a teacher (task=mlp_teacher, drawn by `rnn_sparsity.plots.rebound`):
+
+  distance.png              distances to the teacher over epochs (normalised) above train and test loss
+
 A figure whose inputs are not on disk (no analysis.npz when analysis is off, a failed run) is skipped.
 The spectrum helpers are shared with the cross-run figures in `rnn_sparsity.plots.sweep`.
 """
@@ -202,11 +206,12 @@ RUN_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
 
 def draw_run_figures(run_dir: Path | str) -> list[Path]:
     """Draw every per-run figure whose inputs exist into `<run dir>/figures/`; returns the written paths."""
-    from rnn_sparsity.plots.dynamics import DYNAMICS_FIGURES  # it imports this module
+    from rnn_sparsity.plots.dynamics import DYNAMICS_FIGURES  # they import this module
+    from rnn_sparsity.plots.rebound import distance_figure
 
     run_dir = Path(run_dir)
     written = []
-    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES}.items():
+    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES, "distance.png": distance_figure}.items():
         fig = draw(run_dir)
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))

@@ -215,4 +215,10 @@ def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequenc
             fig = draw(completed, key, keys)
             if fig is not None:
                 written.append(save_figure(fig, out_dir / f"{name}_by_{key}.png"))
+    from rnn_sparsity.plots.rebound import DISTANCES, noise_loglog_figure
+
+    for metric in DISTANCES:
+        fig = noise_loglog_figure(completed, metric) if metric in completed else None
+        if fig is not None:
+            written.append(save_figure(fig, out_dir / f"{metric}_vs_noise_loglog.png"))
     return written
