@@ -99,5 +99,6 @@ def test_distance_figure_is_drawn_from_the_tracked_distances(tmp_path):
     run(compose_cfg(*STUDENT, "task.noise_std=0.01", "optimizer.steps=3", tiny=False), tmp_path)
     fig = distance_figure(tmp_path)
     lines = fig.axes[0].get_lines()
-    assert len(lines) == 2 and max(lines[0].get_ydata()) == pytest.approx(1.0)  # normalised to its max
+    assert len(lines) == 2 and max(lines[0].get_ydata()) == pytest.approx(1.0)  # min-max normalised
+    assert min(lines[0].get_ydata()) == pytest.approx(0.0)
     assert distance_figure(tmp_path / "missing") is None

@@ -1,7 +1,7 @@
 """Figures of the ℓ2-distance rebound study (task=mlp_teacher), drawn from what is on disk.
 
 Per run (`draw_run_figures`):
-  distance.png   the distances to the teacher over epochs, each normalised to [0, 1] (d / max d), above
+  distance.png   the distances to the teacher over epochs, each normalised to [0, 1] by its min and max, above
                  the train and test loss (log y): does the student drift away while it improves?
 Per sweep (`draw_sweep_figures`, when task.noise_std is swept):
   <metric>_vs_noise_loglog.png  the final distance against σ on log-log axes, every run and the mean per σ,
@@ -33,9 +33,11 @@ def distance_figure(run_dir: Path) -> Figure | None:
         values = analysis.get(f"param_{name}")
         if values is not None:
             lowest = int(np.argmin(values))
-            top.plot(analysis["param_step"], values / max(np.max(values), np.finfo(float).tiny), style,
-                     label=f"{name} (max {np.max(values):.3g}, min at {analysis['param_step'][lowest]})")
-    top.set(ylabel="distance / max", ylim=(-0.02, 1.02), title="Distance to the teacher (Σ squared differences)")
+            span = max(np.ptp(values), np.finfo(float).tiny)
+            top.plot(analysis["param_step"], (values - values.min()) / span, style,
+                     label=f"{name}: {values.min():.4g} to {values.max():.4g}, min at {analysis['param_step'][lowest]}")
+    top.set(ylabel="(d - min d) / (max d - min d)", ylim=(-0.02, 1.02),
+            title="Distance to the teacher (Σ squared differences), min-max normalised")
     top.legend(fontsize=8)
     bottom.plot(analysis["eval_step"], analysis["eval_train_loss"], label="train loss")
     bottom.plot(analysis["eval_step"], analysis["eval_test_loss"], "--", label="test loss")
