@@ -1,6 +1,7 @@
 """The ℓ2-distance rebound study's pieces: a generic tanh teacher, students started from it, DRR."""
 
 import jax
+import matplotlib.pyplot as plt
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -89,7 +90,9 @@ def test_power_law_fit_recovers_a_known_slope_and_ignores_zero_noise():
     runs = pd.DataFrame({"task.noise_std": sigma, "raw_distance": distance, "status": "completed"})
     fits = power_law_fits(runs)
     assert fits.loc[0, "metric"] == "raw_distance" and fits.loc[0, "slope"] == pytest.approx(0.5, abs=1e-9)
-    assert noise_loglog_figure(runs, "raw_distance") is not None
+    fig = noise_loglog_figure(runs, "raw_distance")
+    assert fig is not None and "slope 0.500" in fig.axes[0].get_title()
+    plt.close(fig)
     assert power_law_fits(runs.assign(**{"task.noise_std": 1e-3})) is None  # σ not swept: nothing to fit
 
 
@@ -101,4 +104,5 @@ def test_distance_figure_is_drawn_from_the_tracked_distances(tmp_path):
     lines = fig.axes[0].get_lines()
     assert len(lines) == 2 and max(lines[0].get_ydata()) == pytest.approx(1.0)  # min-max normalised
     assert min(lines[0].get_ydata()) == pytest.approx(0.0)
+    plt.close(fig)
     assert distance_figure(tmp_path / "missing") is None
