@@ -8,6 +8,7 @@ checks types and refuses unknown keys when it composes. Ranges are checked by `v
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -42,6 +43,15 @@ class MLPConfig:
     output_activation: str = "same"  # same (as hidden) | linear | relu | sigmoid | tanh
     bias: bool = False
     init_scale: float = 1.0  # Kaiming (relu) / Xavier (others) normal std times this
+
+
+@dataclass
+class CNNConfig:
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # from the input's 1 to the output's 1
+    kernels: list[int] = field(default_factory=lambda: [3, 2, 2])  # kernel = stride per layer; product = input length
+    activation: str = "relu"  # relu | sigmoid | tanh, every layer
+    init_scale: float = 1.0
 
 
 @dataclass
@@ -176,6 +186,7 @@ def register_configs() -> None:
         ("task", "teacher_student", TeacherStudentConfig),
         ("task", "mlp_teacher", MLPTeacherConfig),
         ("model", "mlp", MLPConfig),
+        ("model", "cnn", CNNConfig),
         ("regularizer", "regularizer", RegularizerConfig),
         ("optimizer", "optimizer", OptimizerConfig),
         ("analysis", "analysis", AnalysisConfig),
@@ -273,12 +284,27 @@ def _validate_mlp_teacher(cfg: DictConfig) -> None:
            "(model.activation=tanh model.bias=true model.output_activation=linear)")
 
 
-MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp}
+def _validate_cnn(cfg: DictConfig) -> None:
+    channels, kernels = list(cfg.model.channels), list(cfg.model.kernels)
+    _check(len(channels) == len(kernels) + 1 and all(c > 0 for c in channels), "model.channels", channels,
+           f"must list one more channel count than model.kernels ({len(kernels)} layers), all > 0")
+    _check(all(k > 0 for k in kernels), "model.kernels", kernels, "every kernel size must be > 0")
+    io = TASK_IO.get(cfg.task.name, lambda task: None)(cfg.task)
+    if io is not None:
+        _check(math.prod(kernels) == io[0], "model.kernels", kernels,
+               f"must multiply to the task's input length {io[0]} (stride = kernel, one output position)")
+        _check(channels[0] == 1 and channels[-1] == io[1], "model.channels", channels,
+               f"must start with 1 and end with the task's output width {io[1]}")
+    _one_of(cfg, "model.activation", ("relu", "sigmoid", "tanh"))
+    _positive(cfg, "model.init_scale")
+
+
+MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp, "cnn": _validate_cnn}
 TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
                "teacher_student": _validate_teacher_student, "mlp_teacher": _validate_mlp_teacher}
 TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
 # the models each task can train
-TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp",), "mlp_teacher": ("mlp",)}
+TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp", "cnn"), "mlp_teacher": ("mlp",)}
 # (input width, output width) of tasks with static inputs, for models that list their sizes
 TASK_IO = {"teacher_student": lambda task: (12, 1), "mlp_teacher": lambda task: (task.sizes[0], task.sizes[-1])}
 # number of training samples (the minibatch axis) of each task

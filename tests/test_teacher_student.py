@@ -16,10 +16,14 @@ SMALL = ["task=teacher_student", "model=mlp", "model.sizes=[12,32,32,1]", "model
          "analysis.figures=false", "progress=false"]
 
 
+CNN = [o for o in SMALL if not o.startswith("model")] + ["model=cnn"]
+
+
 def test_targets_are_the_teacher_plus_noise_of_the_given_std():
     clean = make_task(compose_cfg(*SMALL, "task.activation=tanh", tiny=False).task, None)
     x = clean.inputs[0]
-    np.testing.assert_allclose(clean.targets[0], np.asarray(teacher_apply("baseline_cnn", "tanh", x)), atol=1e-12)
+    with jax.enable_x64(True):  # the teacher's output in float64 (the data are NumPy float64)
+        np.testing.assert_allclose(clean.targets[0], np.asarray(teacher_apply("baseline_cnn", "tanh", x)), atol=1e-12)
     noisy = make_task(compose_cfg(*SMALL, "task.activation=tanh", "task.noise_std=0.1", "task.n_train=20000",
                                   tiny=False).task, None)
     residual = noisy.targets[0] - np.asarray(teacher_apply("baseline_cnn", "tanh", noisy.inputs[0]))
@@ -73,3 +77,41 @@ def test_a_model_the_task_cannot_train_is_refused():
     with pytest.raises(ConfigError, match="task=teacher_student needs model=mlp") as err:
         validate(compose_cfg("task=teacher_student", tiny=False))
     assert err.value.key == "model.name"
+
+
+def test_sparsity_counts_exact_and_near_zeros_in_total_and_per_layer():
+    from rnn_sparsity.analysis.sparsity import sparsity_metrics
+
+    params = {"W1": np.array([[0.0, 5e-5], [1.0, -2.0]]), "W2": np.array([0.0, 0.0, -3e-5, 0.5])}
+    metrics = sparsity_metrics(params, ["W1", "W2"])
+    assert metrics["sparsity"] == 3 / 8 and metrics["near_zero_fraction"] == 5 / 8
+    assert metrics["sparsity/W1"] == 1 / 4 and metrics["near_zero_fraction/W1"] == 2 / 4
+    assert metrics["sparsity/W2"] == 2 / 4 and metrics["near_zero_fraction/W2"] == 3 / 4
+
+
+@pytest.mark.parametrize("teacher,channels", [("baseline_cnn", "[1,1,1,1]"), ("multichannel_cnn", "[1,4,4,1]")])
+def test_cnn_student_with_the_teachers_filters_is_the_teacher(teacher, channels):
+    from rnn_sparsity.models import make_model
+    from rnn_sparsity.tasks.teachers import _TEACHERS  # the stated filters, (banks, positions) per layer
+
+    cfg = compose_cfg(*CNN, f"model.channels={channels}", "model.activation=tanh",
+                      f"task.teacher={teacher}", "task.activation=tanh", tiny=False)
+    validate(cfg)
+    task = make_task(cfg.task, cfg.model)
+    with jax.enable_x64(True):
+        model = make_model(cfg.model, 12, 1, jax.numpy.float64)
+        params = {f"W{l}": jax.numpy.asarray(banks[0], dtype=float)
+                  for l, (banks, _) in enumerate(_TEACHERS[teacher], start=1)}
+        outputs, _ = model.apply(params, jax.numpy.asarray(task.inputs))
+    np.testing.assert_allclose(np.asarray(outputs), task.targets, atol=1e-12)
+    assert task.param_metrics({k: np.asarray(v) for k, v in params.items()})["teacher_distance"] < 1e-12
+
+
+def test_cnn_student_trains_and_bad_kernels_are_refused(tmp_path):
+    metrics = run(compose_cfg(*CNN, "optimizer.steps=320", "regularizer=l1",
+                              "regularizer.mode=proximal", "regularizer.strength=1e-3", tiny=False), tmp_path)
+    assert metrics["status"] == "completed" and metrics["test_loss"] < metrics["initial_loss"]
+    assert "teacher_distance" in metrics
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*CNN, "model.kernels=[3,2,3]", tiny=False))
+    assert err.value.key == "model.kernels"
