@@ -76,6 +76,7 @@ class MLPTeacherConfig:
     init_perturbation: float = 0.0  # δ, traced
     teacher_seed: int = 0  # the teacher is drawn from this seed, then made generic
     generic_gap: float = 1e-3  # δ of the genericity conditions (min |θ|, |b| gaps, distance from simple ratios)
+    project_every: int = 0  # make the student generic again every n epochs (0: never)
     data_seed: int = 0
 
 
@@ -277,6 +278,11 @@ def _validate_mlp_teacher(cfg: DictConfig) -> None:
     _check(cfg.task.noise_std >= 0, "task.noise_std", cfg.task.noise_std, "must be >= 0")
     _check(cfg.task.init_perturbation >= 0, "task.init_perturbation", cfg.task.init_perturbation, "must be >= 0")
     _one_of(cfg, "task.student_init", ("copy", "random"))
+    every = cfg.task.project_every
+    _check(every >= 0, "task.project_every", every, "must be >= 0 (0: never)")
+    if every:  # projections run between training chunks, which are analysis.eig_every steps (epochs) long
+        _check(every % cfg.analysis.eig_every == 0, "task.project_every", every,
+               f"must be a multiple of analysis.eig_every ({cfg.analysis.eig_every}): projections run between chunks")
     model = cfg.model
     _check(list(model.sizes) == sizes, "model.sizes", list(model.sizes), f"must equal task.sizes {sizes}")
     _check(model.bias and model.activation == "tanh" and model.output_activation == "linear", "model.activation",

@@ -93,8 +93,22 @@ class FitResult(NamedTuple):
     samples: dict[str, np.ndarray]  # what the samplers recorded between chunks (eig_*, fp_track_*, eval_*, param_*)
 
 
+def projection_every(trainer: Trainer, every: int):
+    """`between` for Trainer.chunks: the task's projection of the parameters at every `every`-th epoch."""
+    project = trainer.task.project
+
+    def between(state):
+        epoch = int(state.step) // trainer.steps_per_epoch
+        if not every or project is None or epoch == 0 or epoch % every or not bool(state.running):
+            return state
+        projected = project({k: np.asarray(v) for k, v in state.params.items()})
+        return state._replace(params={k: jnp.asarray(projected[k], v.dtype) for k, v in state.params.items()})
+
+    return between
+
+
 def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = True,
-        progress: bool = True, samplers: Sequence[Any] = ()) -> FitResult:
+        progress: bool = True, samplers: Sequence[Any] = (), project_every: int = 0) -> FitResult:
     """Host loop over the jitted chunks: history, spectrum samples, progress bar, stop on divergence.
 
     Between chunks (and before the first), eig(J) is sampled when track_spectrum, and every sampler's
@@ -104,7 +118,8 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
     bar = tqdm(total=trainer.total_steps(), disable=not progress, unit="step", dynamic_ncols=True,
                mininterval=1.0, leave=False)
     state = None
-    for index, state, records in trainer.chunks(key, hyper, skip_idle=True):
+    between = projection_every(trainer, project_every) if project_every else None
+    for index, state, records in trainer.chunks(key, hyper, skip_idle=True, between=between):
         if records is not None:
             chunk = records_to_rows(records, trainer.stages[index].name)
             rows.append(chunk)
@@ -267,7 +282,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.analysis.enabled and trainer.task.track_param_metrics:
         samplers.append(ParamMetricsTracker(trainer.task.param_metrics))
     result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress,
-                 samplers=samplers)
+                 samplers=samplers, project_every=int(OmegaConf.select(cfg, "task.project_every", default=0)))
     metrics, arrays = evaluate(trainer, result.state, hyper)
     metrics.update(rebound_metrics(result.samples, trainer.steps_per_epoch))
     if wants_dynamics(cfg) and metrics["status"] == "completed":

@@ -175,12 +175,15 @@ class Trainer:
             self._chunk_fns[key] = jax.jit(lambda s, h: self.run_chunk(index, n_steps, s, h))
         return self._chunk_fns[key]
 
-    def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False
+    def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False,
+               between: Callable[[TrainState], TrainState] | None = None
                ) -> Iterator[tuple[int, TrainState, dict | None]]:
         """Yield (stage index, state, records of the chunk) after init (records None) and each chunk.
 
         With skip_idle (concrete values only, i.e. not under vmap) a stage that will not run (skipped
         by its threshold, or the run diverged) is passed over instead of computed and discarded.
+        `between(state) -> state`, when given, runs on the host after every chunk (e.g. a projection of
+        the parameters every so many epochs); `train` never passes one, so it stays pure.
         """
         state = self.compiled_init(key, hyper)
         yield -1, state, None
@@ -190,6 +193,8 @@ class Trainer:
                 if skip_idle and not bool(state.running):
                     break
                 state, records = self.compiled_chunk(index, n_steps)(state, hyper)
+                if between is not None:
+                    state = between(state)
                 yield index, state, records
 
     def train(self, key: jax.Array, hyper: dict) -> tuple[TrainState, dict]:

@@ -106,3 +106,16 @@ def test_distance_figure_is_drawn_from_the_tracked_distances(tmp_path):
     assert min(lines[0].get_ydata()) == pytest.approx(0.0)
     plt.close(fig)
     assert distance_figure(tmp_path / "missing") is None
+
+
+def test_project_every_makes_the_student_generic_at_those_epochs_only(tmp_path):
+    common = [*STUDENT, "task.noise_std=0.01", "task.generic_gap=0.05", "optimizer.steps=6"]
+    run(compose_cfg(*common, tiny=False), tmp_path / "free")
+    run(compose_cfg(*common, "task.project_every=2", tiny=False), tmp_path / "projected")
+    free, projected = (artifacts.read_arrays(tmp_path / name / artifacts.ANALYSIS)["param_raw_distance"]
+                       for name in ("free", "projected"))
+    np.testing.assert_array_equal(free[:2], projected[:2])  # epochs 0 and 1: no projection yet
+    assert projected[2] != free[2]  # epoch 2 is sampled just after the projection
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*STUDENT, "analysis.eig_every=2", "task.project_every=3", tiny=False))
+    assert err.value.key == "task.project_every"

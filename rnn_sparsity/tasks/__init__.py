@@ -46,6 +46,7 @@ class Task(NamedTuple):
     param_metrics: Callable[[dict], dict[str, float]] | None = None  # metrics of the trained parameters
     initial_params: Callable[..., dict] | None = None  # (key, hyper, model's init) -> the student's start
     track_param_metrics: bool = False  # record param_metrics at every sample during training too
+    project: Callable[[dict], dict] | None = None  # host-side map of the parameters (task.project_every)
 
     @property
     def n_inputs(self) -> int:

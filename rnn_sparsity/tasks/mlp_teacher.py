@@ -8,7 +8,8 @@ targets y = teacher(u) + σ ε, σ = `task.noise_std`. Task loss: MSE (full batc
 
 Student start (`initial_params`): with `task.student_init: copy` the teacher plus δ·ε, ε ~ U[-1, 1] per
 parameter, δ = `task.init_perturbation` (traced: a sweep over δ compiles once); with `random`, the
-model's own init. Parameter metrics: `raw_distance` Σ(θ_s - θ_t)² over all weights and biases, and
+model's own init. `task.project_every` n > 0 makes the student generic again (the same nudge as the
+teacher's) every n epochs, on the host between training chunks. Parameter metrics: `raw_distance` Σ(θ_s - θ_t)² over all weights and biases, and
 `aligned_distance` after the best hidden-unit permutation and sign flips (analysis/teacher_distance.py).
 """
 
@@ -68,4 +69,5 @@ def make_task(cfg, model_cfg) -> Task:
 
     return Task(inputs=inputs, targets=targets, loss_weights=np.ones((1, 1, 1)), metrics=lambda outputs: {},
                 arrays=lambda outputs: {}, test_inputs=test_inputs, test_targets=test_targets,
-                param_metrics=param_metrics, initial_params=initial_params, track_param_metrics=True)
+                param_metrics=param_metrics, initial_params=initial_params, track_param_metrics=True,
+                project=lambda params: make_generic(params, cfg.generic_gap))
