@@ -81,6 +81,14 @@ class MLPTeacherConfig:
 
 
 @dataclass
+class IrisConfig:
+    name: str = "iris"
+    split_seed: int = 42  # shuffles the 150 samples before the train/test split
+    test_fraction: float = 0.2  # 30 test, 120 training samples
+    average_window: list[int] = field(default_factory=lambda: [500, 900])  # epochs of window_test_accuracy
+
+
+@dataclass
 class SineWaveConfig:
     name: str = "sine_wave"
     n_freqs: int = 51  # number of tasks (frequencies)
@@ -186,6 +194,7 @@ def register_configs() -> None:
         ("task", "flipflop", FlipFlopConfig),
         ("task", "teacher_student", TeacherStudentConfig),
         ("task", "mlp_teacher", MLPTeacherConfig),
+        ("task", "iris", IrisConfig),
         ("model", "mlp", MLPConfig),
         ("model", "cnn", CNNConfig),
         ("regularizer", "regularizer", RegularizerConfig),
@@ -305,17 +314,28 @@ def _validate_cnn(cfg: DictConfig) -> None:
     _positive(cfg, "model.init_scale")
 
 
+def _validate_iris(cfg: DictConfig) -> None:
+    f = cfg.task.test_fraction
+    _check(0.0 < f < 1.0, "task.test_fraction", f, "must satisfy 0 < fraction < 1")
+    window = list(cfg.task.average_window)
+    _check(len(window) == 2 and 0 <= window[0] <= window[1], "task.average_window", window,
+           "must be [first epoch, last epoch] with 0 <= first <= last")
+
+
 MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp, "cnn": _validate_cnn}
 TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
-               "teacher_student": _validate_teacher_student, "mlp_teacher": _validate_mlp_teacher}
+               "teacher_student": _validate_teacher_student, "mlp_teacher": _validate_mlp_teacher,
+               "iris": _validate_iris}
 TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
 # the models each task can train
-TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp", "cnn"), "mlp_teacher": ("mlp",)}
+TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp", "cnn"), "mlp_teacher": ("mlp",),
+               "iris": ("mlp",)}
 # (input width, output width) of tasks with static inputs, for models that list their sizes
-TASK_IO = {"teacher_student": lambda task: (12, 1), "mlp_teacher": lambda task: (task.sizes[0], task.sizes[-1])}
+TASK_IO = {"teacher_student": lambda task: (12, 1), "iris": lambda task: (4, 3), "mlp_teacher": lambda task: (task.sizes[0], task.sizes[-1])}
 # number of training samples (the minibatch axis) of each task
 TASK_SIZES = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: task.n_trials,
-              "teacher_student": lambda task: task.n_train, "mlp_teacher": lambda task: task.n_train}
+              "teacher_student": lambda task: task.n_train, "mlp_teacher": lambda task: task.n_train,
+              "iris": lambda task: 150 - round(task.test_fraction * 150)}
 # number of conditions (static inputs under which fixed points are sought) of each dynamical task
 TASK_CONDITIONS = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: 1}
 

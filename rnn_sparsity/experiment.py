@@ -28,7 +28,7 @@ from .config import validate
 from .models import make_model
 from .optimizers import make_stages
 from .regularizers import make_regularizer
-from .tasks import make_task, weighted_mse
+from .tasks import make_task
 from .train import RECORD_FIELDS, Trainer, records_to_rows
 
 log = logging.getLogger(__name__)
@@ -142,28 +142,45 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
 def held_out_loss(trainer: Trainer, params) -> jax.Array:
     """The task loss of (effective) params on the task's test data."""
     outputs, _ = trainer.model.apply(params, jnp.asarray(trainer.task.test_inputs, trainer.dtype))
-    return weighted_mse(outputs, jnp.asarray(trainer.task.test_targets, trainer.dtype), trainer.task.loss_weights)
+    return trainer.task.loss(outputs, jnp.asarray(trainer.task.test_targets, trainer.dtype), trainer.task.loss_weights)
 
 
 class LossTracker:
-    """Train and test loss (all samples) of the current parameters at every sample between chunks."""
+    """Train and test loss (all samples) of the current parameters at every sample between chunks, and
+    train and test accuracy for a task with a score (classification)."""
 
     def __init__(self, trainer: Trainer):
-        self.rows: list[tuple[int, float, float]] = []
-        self.evaluate = jax.jit(lambda p: (trainer.task_loss(p, jax.tree.map(jnp.ones_like, p)),
-                                           held_out_loss(trainer, p)))
+        task, dtype = trainer.task, trainer.dtype
+        self.steps_per_epoch = trainer.steps_per_epoch
+        self.rows: list[dict[str, float]] = []
+
+        def evaluate(params):
+            row = {}
+            for split, inputs, targets in (("train", task.inputs, task.targets),
+                                           ("test", task.test_inputs, task.test_targets)):
+                outputs, _ = trainer.model.apply(params, jnp.asarray(inputs, dtype))
+                targets = jnp.asarray(targets, dtype)
+                row[f"{split}_loss"] = task.loss(outputs, targets, task.loss_weights)
+                if task.score is not None:
+                    row[f"{split}_accuracy"] = task.score(outputs, targets)
+            return row
+
+        self.evaluate = jax.jit(evaluate)
 
     def sample(self, step: int, params) -> None:
-        if self.rows and self.rows[-1][0] == step:
+        if self.rows and self.rows[-1]["step"] == step:
             return
-        train, test = self.evaluate(params)
-        self.rows.append((step, float(train), float(test)))
+        self.rows.append({"step": step, **{k: float(v) for k, v in self.evaluate(params).items()}})
 
     def arrays(self) -> dict[str, np.ndarray]:
         if not self.rows:
             return {}
-        steps, train, test = map(np.array, zip(*self.rows))
-        return {"eval_step": steps, "eval_train_loss": train, "eval_test_loss": test}
+        return {f"eval_{k}": np.array([row[k] for row in self.rows]) for k in self.rows[0]}
+
+    def window_mean(self, name: str, window: tuple[int, int]) -> float | None:
+        """Mean of eval_<name> over the samples whose epoch lies in [start, end]."""
+        values = [row[name] for row in self.rows if window[0] <= row["step"] // self.steps_per_epoch <= window[1]]
+        return float(np.mean(values)) if values else None
 
 
 class ParamMetricsTracker:
@@ -202,7 +219,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     effective = jax.tree.map(jnp.multiply, params, mask)
     outputs, _ = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
     outputs = np.asarray(outputs)
-    task_loss = float(weighted_mse(outputs, trainer.task.targets, trainer.task.loss_weights))
+    task_loss = float(trainer.task.loss(outputs, trainer.task.targets, trainer.task.loss_weights))
     reg_loss = float(trainer.regularizer.penalty(params, hyper))
     host = {k: np.asarray(v) for k, v in params.items()}
     names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked])) or list(host)
@@ -215,6 +232,9 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
         metrics.update(epochs=int(state.step) // trainer.steps_per_epoch, stopped_early=bool(state.stopped))
     if trainer.task.test_inputs is not None:
         metrics["test_loss"] = float(held_out_loss(trainer, effective))
+        if trainer.task.score is not None:
+            test_outputs, _ = trainer.model.apply(effective, jnp.asarray(trainer.task.test_inputs, trainer.dtype))
+            metrics["test_accuracy"] = float(trainer.task.score(test_outputs, trainer.task.test_targets))
     if trainer.task.param_metrics is not None and np.all([np.all(np.isfinite(v)) for v in host.values()]):
         metrics.update(trainer.task.param_metrics(host))
     arrays = dict(trainer.task.arrays(outputs)) if np.all(np.isfinite(outputs)) else {}
@@ -277,14 +297,17 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     hyper = hyper_values(cfg, trainer.dtype)
     key = jax.random.key(cfg.seed)
     samplers = [fixed_point_tracker(trainer, cfg)] if cfg.analysis.enabled and cfg.analysis.track_tasks else []
-    if cfg.analysis.enabled and trainer.task.test_inputs is not None:
-        samplers.append(LossTracker(trainer))
+    losses = LossTracker(trainer) if cfg.analysis.enabled and trainer.task.test_inputs is not None else None
+    if losses is not None:
+        samplers.append(losses)
     if cfg.analysis.enabled and trainer.task.track_param_metrics:
         samplers.append(ParamMetricsTracker(trainer.task.param_metrics))
     result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress,
                  samplers=samplers, project_every=int(OmegaConf.select(cfg, "task.project_every", default=0)))
     metrics, arrays = evaluate(trainer, result.state, hyper)
     metrics.update(rebound_metrics(result.samples, trainer.steps_per_epoch))
+    if losses is not None and trainer.task.score is not None and trainer.task.average_window is not None:
+        metrics["window_test_accuracy"] = losses.window_mean("test_accuracy", trainer.task.average_window)
     if wants_dynamics(cfg) and metrics["status"] == "completed":
         dynamics_metrics, dynamics_arrays = analyse(trainer, result.state, cfg)
         metrics.update(dynamics_metrics)

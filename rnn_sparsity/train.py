@@ -22,7 +22,7 @@ import numpy as np
 from .models import Model
 from .optimizers import Objective, Stage
 from .regularizers import Regularizer
-from .tasks import Task, weighted_mse
+from .tasks import Task
 
 RECORD_FIELDS = ("step", "loss", "task_loss", "reg_loss", "grad_norm")
 
@@ -78,7 +78,7 @@ class Trainer:
         if batch is not None:
             inputs, targets = inputs[:, batch], targets[:, batch]
         outputs, _ = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
-        return weighted_mse(outputs, targets, weights)
+        return self.task.loss(outputs, targets, weights)
 
     def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
         """The samples of minibatch `step`: epoch e = step // steps_per_epoch is a fresh permutation."""

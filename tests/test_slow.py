@@ -22,7 +22,7 @@ def test_wheel_ships_every_config_and_preset(tmp_path):
     shipped = set(zipfile.ZipFile(wheel).namelist())
     yamls = {str(p.relative_to(ROOT)) for p in (ROOT / "rnn_sparsity" / "conf").rglob("*.yaml")}
     assert yamls and yamls <= shipped
-    assert {"rnn_sparsity/conf/sweeps/demo.yaml", "rnn_sparsity/conf/config.yaml"} <= shipped
+    assert {"rnn_sparsity/conf/sweeps/demo.yaml", "rnn_sparsity/conf/config.yaml", "rnn_sparsity/data/iris.csv"} <= shipped
 
 
 @pytest.mark.slow

@@ -10,6 +10,11 @@
                           the same panels for runs that tracked fixed points during training
                           (`analysis=dynamics`): eigenvalues of DF at the tracked points coloured by step,
                           blue early to red late, on one shared colour scale and shared limits
+  accuracy_curves_by_<key>.png
+                          classification runs: train and test accuracy over training, one colour per
+                          value of the key, mean over seeds, smoothed
+  <distance>_vs_noise_loglog.png
+                          the rebound study's final distance against σ with its fitted power law
 
 and, for `rnn_sparsity.aggregate`, `table_figure`: a table (such as unstable_eigenvalues_by_<key>) as an image.
 
@@ -175,9 +180,48 @@ def fp_eigenvalue_evolution_figure(runs: pd.DataFrame, key: str, keys: Sequence[
     return fig
 
 
+ACCURACY_KEYS = ("eval_step", "eval_train_accuracy", "eval_test_accuracy")
+SMOOTHING = 5  # samples in the moving average of the accuracy curves
+
+
+def moving_average(values, width: int = SMOOTHING):
+    """Centred moving average (shorter windows at the ends), so a curve keeps its length."""
+    values = np.asarray(values, float)
+    kernel = np.ones(min(width, len(values)))
+    return np.convolve(values, kernel, "same") / np.convolve(np.ones_like(values), kernel, "same")
+
+
+def accuracy_curves_figure(runs: pd.DataFrame, key: str, keys: Sequence[str]) -> Figure | None:
+    """Train (dashed) and test (solid) accuracy over training, one colour per value of `key`, each the mean
+    over the runs (seeds) with that value, smoothed; None when no run recorded accuracies."""
+    curves = []
+    for value in sorted_values(runs[key]):
+        arrays = [read_analysis(Path(d), ACCURACY_KEYS) for d in runs.loc[runs[key] == value, "run_dir"]]
+        arrays = [a for a in arrays if a is not None]
+        if arrays:
+            length = min(len(a["eval_step"]) for a in arrays)
+            mean = {k: np.mean([a[k][:length] for a in arrays], axis=0) for k in ACCURACY_KEYS}
+            curves.append((value, mean))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), layout="constrained")
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(curves)))
+    for color, (value, mean) in zip(colors, curves):
+        ax.plot(mean["eval_step"], moving_average(mean["eval_test_accuracy"]), color=color,
+                label=f"{format_value(value)}")
+        ax.plot(mean["eval_step"], moving_average(mean["eval_train_accuracy"]), "--", color=color, alpha=0.6)
+    ax.set(xlabel="step", ylabel="accuracy", title=f"Accuracy during training by {key} (test solid, train dashed;"
+           f" mean over seeds, moving average of {SMOOTHING} samples)")
+    ax.title.set_fontsize(9)
+    ax.legend(title=key, fontsize=7, ncols=2)
+    return fig
+
+
+
 PANEL_FIGURES: dict[str, Callable[[pd.DataFrame, str, Sequence[str]], Figure | None]] = {
     "spectra": spectra_figure,
     "fp_eigenvalue_evolution": fp_eigenvalue_evolution_figure,
+    "accuracy_curves": accuracy_curves_figure,
 }
 
 
@@ -222,3 +266,4 @@ def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequenc
         if fig is not None:
             written.append(save_figure(fig, out_dir / f"{metric}_vs_noise_loglog.png"))
     return written
+

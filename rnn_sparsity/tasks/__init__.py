@@ -8,6 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def weighted_mse(outputs: Any, targets: Any, weights: Any) -> Any:
+    """Σ_t w_t Σ_b,k (z - y)² / (Σ_t w_t · B · n_out): the MSE over the steps with weight 1."""
+    sq = weights * (outputs - targets) ** 2
+    return jnp.sum(sq) / (jnp.sum(weights) * outputs.shape[1] * outputs.shape[2])
+
+
 class Conditions(NamedTuple):
     """The static inputs under which a dynamical task's fixed points are sought, and where its trials
     show the network's dynamics under them.
@@ -47,6 +53,9 @@ class Task(NamedTuple):
     initial_params: Callable[..., dict] | None = None  # (key, hyper, model's init) -> the student's start
     track_param_metrics: bool = False  # record param_metrics at every sample during training too
     project: Callable[[dict], dict] | None = None  # host-side map of the parameters (task.project_every)
+    loss: Callable[..., Any] = weighted_mse  # (outputs, targets, loss_weights) -> task loss (jnp)
+    score: Callable[..., Any] | None = None  # (outputs, targets) -> accuracy, for classification tasks
+    average_window: tuple[int, int] | None = None  # epochs over which window_test_accuracy averages
 
     @property
     def n_inputs(self) -> int:
@@ -57,15 +66,10 @@ class Task(NamedTuple):
         return self.targets.shape[-1]
 
 
-def weighted_mse(outputs: Any, targets: Any, weights: Any) -> Any:
-    """Σ_t w_t Σ_b,k (z - y)² / (Σ_t w_t · B · n_out): the MSE over the steps with weight 1."""
-    sq = weights * (outputs - targets) ** 2
-    return jnp.sum(sq) / (jnp.sum(weights) * outputs.shape[1] * outputs.shape[2])
-
-
 def make_task(cfg, model_cfg) -> Task:
-    from . import flipflop, mlp_teacher, sine_wave, teacher_student
+    from . import flipflop, iris, mlp_teacher, sine_wave, teacher_student
 
     builders = {"sine_wave": sine_wave.make_task, "flipflop": flipflop.make_task,
-                "teacher_student": teacher_student.make_task, "mlp_teacher": mlp_teacher.make_task}
+                "teacher_student": teacher_student.make_task, "mlp_teacher": mlp_teacher.make_task,
+                "iris": iris.make_task}
     return builders[cfg.name](cfg, model_cfg)
