@@ -127,3 +127,71 @@ def test_slow_point_is_the_ghost_of_a_saddle_node():
     np.testing.assert_allclose(slow.q_values[0], 0.5 * 0.01 ** 2, rtol=1e-6)
     fixed = fp.find_fixed_points(one_unit(2.0, c), jnp.zeros(0), starts)
     assert len(fixed.points) == 1 and fixed.points[0, 0] < 0 and fixed.is_stable[0]
+
+
+def test_a_start_iterates_the_same_whichever_starts_share_its_passes():
+    """Starts are stepped in blocks chosen afresh each pass (and factored in float32 or float64 by their
+    own ‖F‖): reordering the batch or running a start alone must not change what it converges to."""
+    params = random_network(60, seed=6)  # block of 16 starts: 40 starts take several blocks per pass
+    u = jnp.array([0.2, -0.4])
+    starts = np.random.default_rng(7).normal(size=(40, 60))
+    full = fp.levenberg_marquardt(params, u, starts, max_iter=300)
+    points, norms, n_iter = (np.asarray(a) for a in full)
+    tol = fp.default_tol(jnp.float64, 60)
+    converged = norms < tol
+    assert 5 <= converged.sum() < 40  # some starts converge, some stall: both classes of start occur
+    backwards = fp.levenberg_marquardt(params, u, starts[::-1], max_iter=300)
+    np.testing.assert_array_equal(np.asarray(backwards.residual_norms)[::-1] < tol, converged)
+    np.testing.assert_allclose(np.asarray(backwards.points)[::-1][converged], points[converged], atol=1e-8)
+    assert np.mean(np.asarray(backwards.n_iter)[::-1] == n_iter) >= 0.9  # equal up to rounding
+    for i in (0, 17, 39):
+        alone = fp.levenberg_marquardt(params, u, starts[i:i + 1], max_iter=300)
+        assert (float(alone.residual_norms[0]) < tol) == converged[i]
+        if converged[i]:
+            np.testing.assert_allclose(np.asarray(alone.points)[0], points[i], atol=1e-8)
+
+
+def test_finds_every_fixed_point_scipy_root_finds_from_the_same_starts():
+    """The benchmark's claim on a small network: at least the fixed points of scipy's root(method='lm')."""
+    from scipy.optimize import root
+    params = random_network(50, seed=8)
+    u = np.array([0.5, -0.3])
+    J, drive = np.asarray(params["J"]), np.asarray(params["B"] @ u + params["b_x"])
+    rng = np.random.default_rng(9)
+    starts = np.concatenate([rng.normal(size=(30, 50)), 2 * rng.normal(size=(30, 50))])
+
+    def F(x):
+        return -x + J @ np.tanh(x) + drive
+
+    def DF(x):
+        return -np.eye(50) + J * (1 - np.tanh(x) ** 2)[None, :]
+
+    found = np.array([root(F, x0, jac=DF, method="lm", options={"maxiter": 1000}).x for x0 in starts])
+    norms = np.linalg.norm([F(x) for x in found], axis=1)
+    keep = np.flatnonzero(norms < 1e-10)
+    scipy_points = found[keep][fp.deduplicate(found[keep], norms[keep], 1e-2)]
+    ours = fp.find_fixed_points(params, u, starts)
+    assert len(scipy_points) >= 2
+    assert len(ours.points) >= len(scipy_points)
+    for point in scipy_points:
+        assert np.min(np.linalg.norm(ours.points - point, axis=1)) < 1e-6
+    assert np.all(np.linalg.norm([F(x) for x in ours.points], axis=1) < 1e-10)
+
+
+def test_no_starts_and_float32_networks():
+    empty = fp.find_fixed_points(one_unit(2.0), jnp.zeros(0), np.zeros((0, 1)))
+    assert empty.points.shape == (0, 1) and empty.n_starts == 0 and empty.n_converged == 0
+    params32 = {k: v.astype(jnp.float32) for k, v in one_unit(2.0).items()}
+    result = fp.find_fixed_points(params32, jnp.zeros(0), jnp.linspace(-4, 4, 41, dtype=jnp.float32)[:, None])
+    assert len(result.points) == 3 and result.points.dtype == np.float32
+    assert np.all(result.residual_norms < fp.default_tol(jnp.float32, 1))
+
+
+def test_blas_runs_on_one_thread_inside_and_is_restored_after():
+    controls = fp._openblas_thread_controls()
+    if not controls:
+        pytest.skip("neither NumPy's nor SciPy's LAPACK is an OpenBLAS with a thread-count API")
+    before = [get() for get, _ in controls]
+    with fp._single_threaded_blas():
+        assert [get() for get, _ in controls] == [1] * len(controls)
+    assert [get() for get, _ in controls] == before
