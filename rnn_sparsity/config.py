@@ -55,6 +55,21 @@ class CNNConfig:
 
 
 @dataclass
+class LowRankLinearConfig:
+    name: str = "lowrank_linear"
+    n_units: int = 500  # N
+    rank_fraction: float = 0.1  # n = round(N · rank_fraction) columns of U, rows of V
+    tau: float = 0.01  # time constant (s)
+
+
+@dataclass
+class FastDecayConfig:
+    name: str = "fast_decay"
+    alpha: float = 1e5  # weight of the stability loss Σ max(Re γ, 0)²
+    beta: float = 0.01  # weight of the smoothness loss
+
+
+@dataclass
 class TeacherStudentConfig:
     name: str = "teacher_student"
     teacher: str = "baseline_cnn"  # baseline_cnn | multichannel_cnn | split_filter_cnn
@@ -197,6 +212,8 @@ def register_configs() -> None:
         ("task", "iris", IrisConfig),
         ("model", "mlp", MLPConfig),
         ("model", "cnn", CNNConfig),
+        ("model", "lowrank_linear", LowRankLinearConfig),
+        ("task", "fast_decay", FastDecayConfig),
         ("regularizer", "regularizer", RegularizerConfig),
         ("optimizer", "optimizer", OptimizerConfig),
         ("analysis", "analysis", AnalysisConfig),
@@ -322,14 +339,29 @@ def _validate_iris(cfg: DictConfig) -> None:
            "must be [first epoch, last epoch] with 0 <= first <= last")
 
 
-MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp, "cnn": _validate_cnn}
+def _validate_lowrank_linear(cfg: DictConfig) -> None:
+    n, r = cfg.model.n_units, cfg.model.rank_fraction
+    _check(n >= 2, "model.n_units", n, "must be >= 2")
+    _check(0.0 < r <= 1.0, "model.rank_fraction", r, "must satisfy 0 < rank_fraction <= 1")
+    _check(round(n * r) >= 1, "model.rank_fraction", r, f"gives rank round({n} * {r}) = 0: must give at least 1")
+    _positive(cfg, "model.tau")
+
+
+def _validate_fast_decay(cfg: DictConfig) -> None:
+    for key in ("task.alpha", "task.beta"):
+        value = OmegaConf.select(cfg, key)
+        _check(value >= 0, key, value, "must be >= 0")
+
+
+MODEL_CHECKS = {"ctrnn": _validate_ctrnn, "mlp": _validate_mlp, "cnn": _validate_cnn,
+                "lowrank_linear": _validate_lowrank_linear}
 TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
                "teacher_student": _validate_teacher_student, "mlp_teacher": _validate_mlp_teacher,
-               "iris": _validate_iris}
+               "iris": _validate_iris, "fast_decay": _validate_fast_decay}
 TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
 # the models each task can train
 TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp", "cnn"), "mlp_teacher": ("mlp",),
-               "iris": ("mlp",)}
+               "iris": ("mlp",), "fast_decay": ("lowrank_linear",)}
 # (input width, output width) of tasks with static inputs, for models that list their sizes
 TASK_IO = {"teacher_student": lambda task: (12, 1), "iris": lambda task: (4, 3), "mlp_teacher": lambda task: (task.sizes[0], task.sizes[-1])}
 # number of training samples (the minibatch axis) of each task

@@ -242,7 +242,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     if recurrent is not None and np.all(np.isfinite(np.asarray(recurrent))):
         arrays["final_eigenvalues"] = eigenvalues(recurrent)
         metrics["spectral_radius"] = float(np.max(np.abs(arrays["final_eigenvalues"])))
-    if arrays.get("task_outputs") is not None:
+    if np.all(np.isfinite(outputs)):
         metrics.update(trainer.task.metrics(outputs))
     return metrics, arrays
 

@@ -25,7 +25,8 @@ class Model(NamedTuple):
 
 
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
-    from . import cnn1d, ctrnn, mlp
+    from . import cnn1d, ctrnn, lowrank_linear, mlp
 
-    builders = {"ctrnn": ctrnn.make_model, "mlp": mlp.make_model, "cnn": cnn1d.make_model}
+    builders = {"ctrnn": ctrnn.make_model, "mlp": mlp.make_model, "cnn": cnn1d.make_model,
+                "lowrank_linear": lowrank_linear.make_model}
     return builders[cfg.name](cfg, n_inputs, n_outputs, dtype)

@@ -67,9 +67,9 @@ class Task(NamedTuple):
 
 
 def make_task(cfg, model_cfg) -> Task:
-    from . import flipflop, iris, mlp_teacher, sine_wave, teacher_student
+    from . import fast_decay, flipflop, iris, mlp_teacher, sine_wave, teacher_student
 
     builders = {"sine_wave": sine_wave.make_task, "flipflop": flipflop.make_task,
                 "teacher_student": teacher_student.make_task, "mlp_teacher": mlp_teacher.make_task,
-                "iris": iris.make_task}
+                "iris": iris.make_task, "fast_decay": fast_decay.make_task}
     return builders[cfg.name](cfg, model_cfg)

@@ -1,0 +1,41 @@
+"""Fast-decaying linear dynamics (with model=lowrank_linear): no data, a loss on the connectivity.
+
+With γ_i the eigenvalues of (J - I)/τ (τ = `model.tau`), R the right eigenvectors and L = (RᴴR)⁻¹
+(analysis/decay.py): decay L1 = Tr(R(L∘F)Rᴴ)/(Nτ), F_ij = -1/(γ_i + γ_j*) (the expected ∫||x||² per
+unit for unit-covariance starts); stability L2 = Σ max(Re γ_i, 0)²; smoothness L3 = τ wᵀR(L∘G)Rᴴw,
+G_ij = γ_i γ_j* F_ij. Task loss L1 + α L2 + β L3, α = `task.alpha`, β = `task.beta`.
+Metrics: each term, max Re eig(J), and the times at which the expected norm falls to 5% and 1% of its
+start (in time units and in τ).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis.decay import decay_losses, decay_time, max_real_eigenvalue
+from ..models.lowrank_linear import split_outputs
+from . import Task
+
+DECAY_HORIZON = 200.0  # decay times are sought up to this many τ
+
+
+def make_task(cfg, model_cfg) -> Task:
+    tau = float(model_cfg.tau)
+
+    def loss(outputs, targets=None, weights=None):
+        terms = decay_losses(*split_outputs(outputs), tau)
+        return terms["decay"] + cfg.alpha * terms["stability"] + cfg.beta * terms["smoothness"]
+
+    def metrics(outputs: np.ndarray) -> dict[str, float]:
+        J, w = (np.asarray(a, np.float64) for a in split_outputs(outputs))
+        out = {f"{name}_loss": float(v) for name, v in decay_losses(J, w, tau).items()}
+        out["max_real_eig"] = float(max_real_eigenvalue(J))
+        for fraction, label in ((0.05, "5"), (0.01, "1")):
+            t = decay_time(J, tau, fraction, DECAY_HORIZON * tau)
+            out[f"decay_time_{label}"], out[f"decay_time_{label}_tau"] = t, t / tau
+        return out
+
+    dummy = np.zeros((1, 1, 1))
+    return Task(inputs=dummy, targets=dummy, loss_weights=np.ones((1, 1, 1)), metrics=metrics,
+                arrays=lambda outputs: {}, metric_names=("decay_loss", "decay_time_1_tau", "max_real_eig"),
+                loss=loss)

@@ -1,0 +1,51 @@
+"""Low-rank control of linear dynamics wired into runs: the model, the task's loss and metrics, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from helpers import compose_cfg
+
+from rnn_sparsity.config import ConfigError, validate
+from rnn_sparsity.experiment import make_trainer, run, set_precision
+
+SMALL = ["sweeps=thalamocortical", "model.n_units=20", "model.rank_fraction=0.2", "analysis.figures=false",
+         "optimizer.steps=10", "optimizer.lbfgs_steps=40"]
+
+
+def test_task_loss_is_the_lyapunov_decay_plus_weighted_terms_and_only_u_v_train():
+    cfg = compose_cfg(*SMALL, tiny=False)
+    set_precision("float64")
+    trainer = make_trainer(cfg)
+    params, mask = trainer.model.init(jax.random.key(0), {})
+    params = {**params, "J0": 0.5 * params["J0"]}  # a stable network: the decay loss is the Lyapunov trace
+    J = np.asarray(trainer.model.recurrent(params))
+    tau, n = 0.01, 20
+    A = (J - np.eye(n)) / tau
+    P = scipy.linalg.solve_continuous_lyapunov(A, -np.eye(n))
+    w = np.asarray(params["w"])
+    expected = np.trace(P) / (n * tau) + 0.01 * tau * w @ A @ P @ A.T @ w
+    assert float(trainer.task_loss(params, mask)) == pytest.approx(expected, rel=1e-8)
+    grads = jax.grad(trainer.task_loss)(params, mask)
+    assert float(jnp.abs(grads["J0"]).max()) == 0.0 and float(jnp.abs(grads["w"]).max()) == 0.0
+    assert float(jnp.abs(grads["U"]).max()) > 0.0
+
+
+def test_optimised_network_is_stable_and_decays_faster_than_at_init(tmp_path):
+    metrics = run(compose_cfg(*SMALL, tiny=False), tmp_path)
+    assert metrics["status"] == "completed" and metrics["stages"] == "adam,lbfgs"
+    assert metrics["final_loss"] < metrics["initial_loss"] and metrics["stability_loss"] == pytest.approx(0.0)
+    assert metrics["max_real_eig"] < 1.0  # (J - I)/τ stable
+    assert 0 < metrics["decay_time_5"] < metrics["decay_time_1"]
+    assert metrics["decay_time_1_tau"] == pytest.approx(metrics["decay_time_1"] / 0.01)
+
+
+@pytest.mark.parametrize("override,key", [("model.rank_fraction=0", "model.rank_fraction"),
+                                          ("model.rank_fraction=1.5", "model.rank_fraction"),
+                                          ("model.n_units=1", "model.n_units"), ("task.alpha=-1", "task.alpha"),
+                                          ("task.beta=-0.1", "task.beta")])
+def test_bad_lowrank_input_fails_with_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*SMALL, override, tiny=False))
+    assert err.value.key == key
