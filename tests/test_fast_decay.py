@@ -49,3 +49,18 @@ def test_bad_lowrank_input_fails_with_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(*SMALL, override, tiny=False))
     assert err.value.key == key
+
+
+def test_an_unstable_network_gets_large_positive_decay_terms_not_negative_ones():
+    from rnn_sparsity.analysis.decay import STABILITY_MARGIN, decay_losses
+
+    with jax.enable_x64(True):
+        n, tau = 6, 0.01
+        J = np.diag([1.5, 0.2, 0.1, -0.3, 0.4, 0.0])  # γ = (J - 1)/τ: one eigenvalue +50 (unstable)
+        terms = decay_losses(jnp.asarray(J), jnp.ones(n), tau)
+        stable = decay_losses(jnp.asarray(np.diag([1 - STABILITY_MARGIN, 0.2, 0.1, -0.3, 0.4, 0.0])),
+                              jnp.ones(n), tau)
+    assert float(terms["stability"]) == pytest.approx(50.0 ** 2)
+    # the unstable mode counts as marginal: the same decay term as a mode at -STABILITY_MARGIN / τ
+    assert float(terms["decay"]) == pytest.approx(float(stable["decay"]), rel=1e-9) and float(terms["decay"]) > 0
+    assert float(terms["smoothness"]) > 0

@@ -108,16 +108,24 @@ def _eigensystem(J: jax.Array, tau) -> tuple[jax.Array, jax.Array, jax.Array, ja
 
 
 # ----------------------------------------------------------------------------------------- the losses
+STABILITY_MARGIN = 1e-4  # Re γ τ above -this counts as marginal in L1 and L3 (a decay time of 10⁴ τ)
 @jax.jit
 def decay_losses(J: jax.Array, w: jax.Array, tau) -> dict[str, jax.Array]:
     """{"decay": L1, "stability": L2, "smoothness": L3} for A = (J - I)/τ (see the module docstring).
 
     Tr(R M Rᴴ) = Σ_ij M_ij (RᴴR)_ji and wᵀ R M Rᴴ w = aᵀ M a*, a = Rᵀ w: R (L∘F) Rᴴ itself is never formed.
     The imaginary parts (zero in exact arithmetic: L∘F and L∘G are Hermitian) are dropped.
+
+    L1 and L3 are integrals over a decay, +∞ once any Re γ ≥ 0; the formulas then give finite values of
+    either sign (F_ii = -1/(2 Re γ_i) flips to -∞ as Re γ_i crosses 0), which an optimiser would chase
+    across the stability line. So in F and G the real parts are capped at -STABILITY_MARGIN/τ: where
+    the network is stable by more than that the terms are exact, beyond it they stay large and positive
+    (and flat), and the stability loss L2 on the uncapped γ pushes back.
     """
     gamma, R, gram, L = _eigensystem(J, tau)
-    F = -1.0 / (gamma[:, None] + jnp.conj(gamma)[None, :])
-    G = gamma[:, None] * jnp.conj(gamma)[None, :] * F
+    capped = jnp.minimum(jnp.real(gamma), -STABILITY_MARGIN / tau) + 1j * jnp.imag(gamma)
+    F = -1.0 / (capped[:, None] + jnp.conj(capped)[None, :])
+    G = capped[:, None] * jnp.conj(capped)[None, :] * F
     a = R.T @ w.astype(R.dtype)
     n_units = J.shape[0]
     return {"decay": jnp.real(jnp.sum(L * F * gram.T)) / (n_units * tau),
