@@ -39,6 +39,19 @@ def test_optimised_network_is_stable_and_decays_faster_than_at_init(tmp_path):
     assert metrics["max_real_eig"] < 1.0  # (J - I)/τ stable
     assert 0 < metrics["decay_time_5"] < metrics["decay_time_1"]
     assert metrics["decay_time_1_tau"] == pytest.approx(metrics["decay_time_1"] / 0.01)
+    from rnn_sparsity import artifacts
+    from rnn_sparsity.plots.rebound import decay_curve_figure
+
+    arrays = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)
+    curve_t, curve = arrays["decay_curve_time"], arrays["decay_curve_norm"]
+    assert curve[0] == pytest.approx(1.0)  # normalised to its start
+    crossing = curve_t[np.flatnonzero(curve <= 0.01)[0]]  # the grid's first point below 1%
+    assert crossing - (curve_t[1] - curve_t[0]) <= metrics["decay_time_1"] <= crossing
+    fig = decay_curve_figure(tmp_path)
+    assert fig is not None
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("override,key", [("model.rank_fraction=0", "model.rank_fraction"),

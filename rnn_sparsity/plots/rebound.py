@@ -7,6 +7,10 @@ Per sweep (`draw_sweep_figures`, when task.noise_std is swept):
   <metric>_vs_noise_loglog.png  the final distance against σ on log-log axes, every run and the mean per σ,
                  with the least-squares power law d ∝ σ^slope over the σ > 0 means (slope in the title)
 and the aggregator writes the fitted slopes to noise_power_law.csv (`power_law_fits`).
+
+For the fast-decay study (task=fast_decay), per run:
+  decay_curve.png   the expected norm sqrt(E||x(t)||²/N) of the optimised network against t/τ (log y),
+                    with the 5% and 1% levels and their crossing times
 """
 
 from __future__ import annotations
@@ -94,5 +98,23 @@ def noise_loglog_figure(runs: pd.DataFrame, metric: str) -> Figure | None:
         ax.plot(grid, 10 ** intercept * grid ** slope, "-", color="C3", label=f"fit: slope {slope:.3f}")
     ax.set(xscale="log", yscale="log", xlabel="σ (task.noise_std)", ylabel=f"final {metric}",
            title=f"final {metric} vs σ: power-law slope {slope:.3f}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def decay_curve_figure(run_dir: Path) -> Figure | None:
+    analysis = read_analysis(Path(run_dir), ("decay_curve_time", "decay_curve_norm", "decay_curve_tau"))
+    if analysis is None:
+        return None
+    tau = float(analysis["decay_curve_tau"])
+    t, norm = analysis["decay_curve_time"] / tau, analysis["decay_curve_norm"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    ax.plot(t, np.maximum(norm, np.finfo(float).tiny), label="expected norm of x(t) / its start")
+    for level, style in ((0.05, ":"), (0.01, "--")):
+        below = np.flatnonzero(norm <= level)
+        label = f"{level:.0%}" + (f" at t = {t[below[0]]:.2f} τ" if below.size else " (not reached)")
+        ax.axhline(level, color="0.4", linestyle=style, linewidth=0.8, label=label)
+    ax.set(yscale="log", xlabel="t / τ", ylabel="sqrt(E||x(t)||² / N)",
+           title=f"Decay of activity from unit-covariance starts (τ = {tau:g})")
     ax.legend(fontsize=8)
     return fig

@@ -18,6 +18,7 @@ and, from the arrays of `analysis=dynamics` (drawn by `rnn_sparsity.plots.dynami
 and, for students of a teacher (task=mlp_teacher, drawn by `rnn_sparsity.plots.rebound`):
 
   distance.png              distances to the teacher over epochs (normalised) above train and test loss
+  decay_curve.png           the fast-decay study: expected norm of x(t) against t/τ with the 5% and 1% levels
 
 A figure whose inputs are not on disk (no analysis.npz when analysis is off, a failed run) is skipped.
 The spectrum helpers are shared with the cross-run figures in `rnn_sparsity.plots.sweep`.
@@ -207,11 +208,12 @@ RUN_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
 def draw_run_figures(run_dir: Path | str) -> list[Path]:
     """Draw every per-run figure whose inputs exist into `<run dir>/figures/`; returns the written paths."""
     from rnn_sparsity.plots.dynamics import DYNAMICS_FIGURES  # they import this module
-    from rnn_sparsity.plots.rebound import distance_figure
+    from rnn_sparsity.plots.rebound import decay_curve_figure, distance_figure
 
     run_dir = Path(run_dir)
     written = []
-    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES, "distance.png": distance_figure}.items():
+    extra = {"distance.png": distance_figure, "decay_curve.png": decay_curve_figure}
+    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES, **extra}.items():
         fig = draw(run_dir)
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))

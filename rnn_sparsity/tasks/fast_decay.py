@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.decay import decay_losses, decay_time, max_real_eigenvalue
+from ..analysis.decay import decay_losses, decay_time, expected_norm, max_real_eigenvalue
 from ..models.lowrank_linear import split_outputs
 from . import Task
 
 DECAY_HORIZON = 200.0  # decay times are sought up to this many τ
+CURVE_SPAN = 30.0  # the stored decay curve covers this many τ
 
 
 def make_task(cfg, model_cfg) -> Task:
@@ -35,7 +36,14 @@ def make_task(cfg, model_cfg) -> Task:
             out[f"decay_time_{label}"], out[f"decay_time_{label}_tau"] = t, t / tau
         return out
 
+    def arrays(outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The expected-norm decay curve of the final network over 0 … 30 τ (figures/decay_curve.png)."""
+        J, _ = (np.asarray(a, np.float64) for a in split_outputs(outputs))
+        times = np.linspace(0.0, CURVE_SPAN * tau, 301)
+        return {"decay_curve_time": times, "decay_curve_norm": np.asarray(expected_norm(J, tau, times)),
+                "decay_curve_tau": np.array(tau)}
+
     dummy = np.zeros((1, 1, 1))
     return Task(inputs=dummy, targets=dummy, loss_weights=np.ones((1, 1, 1)), metrics=metrics,
-                arrays=lambda outputs: {}, metric_names=("decay_loss", "decay_time_1_tau", "max_real_eig"),
+                arrays=arrays, metric_names=("decay_loss", "decay_time_1_tau", "max_real_eig"),
                 loss=loss)
