@@ -16,6 +16,7 @@ For the fast-decay study (task=fast_decay), per run:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -118,3 +119,10 @@ def decay_curve_figure(run_dir: Path) -> Figure | None:
            title=f"Decay of activity from unit-covariance starts (τ = {tau:g})")
     ax.legend(fontsize=8)
     return fig
+
+
+# per-run figures of the teacher-distance and fast-decay studies, drawn by `draw_run_figures`
+STUDY_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
+    "distance.png": distance_figure,
+    "decay_curve.png": decay_curve_figure,
+}

@@ -208,12 +208,11 @@ RUN_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
 def draw_run_figures(run_dir: Path | str) -> list[Path]:
     """Draw every per-run figure whose inputs exist into `<run dir>/figures/`; returns the written paths."""
     from rnn_sparsity.plots.dynamics import DYNAMICS_FIGURES  # they import this module
-    from rnn_sparsity.plots.rebound import decay_curve_figure, distance_figure
+    from rnn_sparsity.plots.rebound import STUDY_FIGURES
 
     run_dir = Path(run_dir)
     written = []
-    extra = {"distance.png": distance_figure, "decay_curve.png": decay_curve_figure}
-    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES, **extra}.items():
+    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES, **STUDY_FIGURES}.items():
         fig = draw(run_dir)
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))
