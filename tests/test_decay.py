@@ -164,6 +164,45 @@ def test_decay_time_is_the_first_crossing_and_nan_when_never_reached():
     assert np.isnan(decay.decay_time(1.1 * jnp.eye(3), tau, 0.05, 100.0))  # growing: never decays
 
 
+@pytest.mark.parametrize("fraction", [0.05, 0.01])
+def test_the_three_decay_times_agree_for_a_scalar_network(fraction):
+    c, tau = 0.3, 2.0
+    J = c * np.eye(N_UNITS)
+    analytic = np.log(1 / fraction) * tau / (1 - c)
+    assert decay.slowest_mode_time(J, tau, fraction) == pytest.approx(analytic, rel=1e-10)
+    assert decay.worst_case_decay_time(J, tau, fraction, 40.0) == pytest.approx(analytic, rel=1e-9)
+
+
+def test_worst_case_decay_time_is_the_slowest_mode_for_a_normal_network():
+    """J = Q D Qᵀ with Q orthogonal and D rotation blocks: ‖e^{At}‖₂ = e^{max Re γ t} exactly."""
+    tau = 0.5
+    blocks = [np.array([[a, -b], [b, a]]) for a, b in ((0.6, 0.3), (0.2, 1.0), (-0.4, 0.5))]
+    D = np.zeros((6, 6))
+    for k, block in enumerate(blocks):
+        D[2 * k:2 * k + 2, 2 * k:2 * k + 2] = block
+    Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))
+    J = Q @ D @ Q.T
+    expected = np.log(100) * tau / (1 - 0.6)
+    assert decay.slowest_mode_time(J, tau, 0.01) == pytest.approx(expected, rel=1e-10)
+    assert decay.worst_case_decay_time(J, tau, 0.01, 100.0) == pytest.approx(expected, rel=1e-8)
+
+
+def test_worst_case_decay_time_is_the_first_crossing_of_the_operator_norm():
+    """A non-normal 2×2 (transient amplification): the worst start decays later than the typical one and
+    than the slowest mode, and the time is where ‖expm(At)‖₂ first drops below the fraction."""
+    tau = 1.0
+    J = np.array([[0.5, 3.0], [0.0, 0.2]])
+    t_worst = decay.worst_case_decay_time(J, tau, 0.01, 100.0)
+    assert t_worst > decay.slowest_mode_time(J, tau, 0.01) > 0
+    assert t_worst > decay.decay_time(J, tau, 0.01, 100.0) > 0
+    A = (J - np.eye(2)) / tau
+    grid = np.linspace(0.0, t_worst, 2001)
+    norms = np.array([np.linalg.norm(expm(A * t), 2) for t in grid])
+    assert np.all(norms[:-1] > 0.01) and norms[-1] == pytest.approx(0.01, rel=1e-8)
+    assert np.isnan(decay.worst_case_decay_time(J, tau, 0.01, 0.9 * t_worst))
+    assert np.isnan(decay.worst_case_decay_time(1.1 * np.eye(2), tau, 0.01, 100.0))
+
+
 # ------------------------------------------------------------------------------------ 6. the model
 def test_connectivity_uses_unit_columns_of_U_and_unit_rows_of_V():
     params, fixed = network(1.0)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg import expm
 from scipy.optimize import brentq
 
 Params = dict
@@ -180,6 +181,42 @@ def decay_time(J: jax.Array, tau, fraction: float, t_max: float, n_grid: int = 2
         return 0.0
     excess = lambda t: float(_norm_curve(gamma, weights, t)[0]) - fraction  # noqa: E731
     return float(brentq(excess, grid[k - 1], grid[k], xtol=1e-14 * max(t_max, 1.0), rtol=4 * np.finfo(float).eps))
+
+
+def slowest_mode_time(J: jax.Array, tau, fraction: float) -> float:
+    """τ ln(1/fraction) / (-max_i Re γ_i τ): the time the slowest eigenmode takes to fall to `fraction`.
+
+    Every start ends up decaying at this rate, so it is the asymptotic decay time; for a normal J it is
+    also the worst case (`worst_case_decay_time`). NaN unless every Re γ_i < 0.
+    """
+    rate = -(float(max_real_eigenvalue(jnp.asarray(J))) - 1.0) / tau  # -max Re γ
+    return float(np.log(1.0 / fraction) / rate) if rate > 0 else float("nan")
+
+
+def worst_case_decay_time(J: jax.Array, tau, fraction: float, t_max: float, steps_per_tau: int = 8) -> float:
+    """First t ≤ t_max at which ‖e^{At}‖₂ < `fraction`: from then on no start's norm is above `fraction` of
+    where it began (at that moment). NaN if not reached by t_max.
+
+    ‖e^{At}‖₂ ≥ ‖e^{At}‖_F/√N (the expected-norm curve) and ≥ e^{max Re γ t} (the slowest mode), so the
+    search starts at the later of `decay_time` and `slowest_mode_time`, steps e^{At} forward by
+    e^{A τ/steps_per_tau} (one matmul and one largest singular value per step) and refines the first
+    crossing by bisection on exact e^{At} = expm(A t).
+    """
+    J = np.asarray(J, np.float64)
+    A = (J - np.eye(len(J))) / tau
+    start = max(decay_time(J, tau, fraction, t_max), slowest_mode_time(J, tau, fraction))
+    if not start <= t_max:  # NaN (never decays within t_max) or beyond it
+        return float("nan")
+    norm = lambda t: np.linalg.norm(expm(A * t), 2)  # noqa: E731
+    h = tau / steps_per_tau
+    step, t, M = expm(A * h), start, expm(A * start)
+    while np.linalg.norm(M, 2) >= fraction:
+        if t + h > t_max:
+            return float("nan")
+        t, M = t + h, M @ step
+    if t == start:
+        return start
+    return float(brentq(lambda s: norm(s) - fraction, t - h, t, xtol=1e-12 * tau))
 
 
 @jax.jit
