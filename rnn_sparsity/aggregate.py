@@ -48,7 +48,8 @@ UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixe
 # summary.csv columns, where the runs have them: losses and sparsity, the tasks' own metrics, dynamics counts
 SUMMARY_METRICS = ("final_loss", "test_loss", "sparsity", "teacher_distance", "spectral_radius", "freq_error",
                    "bit_accuracy", "n_fixed_points",
-                   "n_unstable_fixed_points", "fp_freq_error", "raw_distance", "aligned_distance", "raw_distance_rebound")
+                   "n_unstable_fixed_points", "fp_freq_error", "raw_distance", "aligned_distance", "raw_distance_rebound",
+                   "max_real_eig", "decay_time_1_tau", "worst_decay_time_1_tau", "mode_decay_time_1_tau")
 # unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
 UNSTABLE_COLUMNS = {
     "fixed points (mean)": ("n_fixed_points", "mean"),

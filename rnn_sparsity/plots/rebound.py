@@ -10,7 +10,9 @@ and the aggregator writes the fitted slopes to noise_power_law.csv (`power_law_f
 
 For the fast-decay study (task=fast_decay), per run:
   decay_curve.png   the expected norm sqrt(E||x(t)||²/N) of the optimised network against t/τ (log y),
-                    with the 5% and 1% levels and their crossing times
+                    with the 5% and 1% levels and their crossing times, the slowest eigenmode's decay
+                    e^{max Re γ t} and the worst start's 1% time (metrics.json)
+  eigenvalues_before_after.png   eig(J) before and after optimisation, with the stability line Re λ = 1
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
+from rnn_sparsity.artifacts import METRICS, read_metrics
 from rnn_sparsity.plots.run import read_analysis
 
 NOISE_KEY = "task.noise_std"
@@ -115,9 +119,37 @@ def decay_curve_figure(run_dir: Path) -> Figure | None:
         below = np.flatnonzero(norm <= level)
         label = f"{level:.0%}" + (f" at t = {t[below[0]]:.2f} τ" if below.size else " (not reached)")
         ax.axhline(level, color="0.4", linestyle=style, linewidth=0.8, label=label)
-    ax.set(yscale="log", xlabel="t / τ", ylabel="sqrt(E||x(t)||² / N)",
+    spectrum = read_analysis(Path(run_dir), ("final_eigenvalues",))
+    if spectrum is not None:  # every start ends up decaying at the slowest mode's rate
+        rate = 1.0 - spectrum["final_eigenvalues"].real.max()  # -max Re γ τ
+        ax.plot(t, np.exp(-rate * t), color="0.5", linewidth=0.9, label=f"slowest eigenmode, e^(-{rate:.3f} t/τ)")
+    metrics_file = Path(run_dir) / METRICS
+    worst = read_metrics(Path(run_dir)).get("worst_decay_time_1_tau") if metrics_file.exists() else None
+    if worst is not None and np.isfinite(worst):
+        ax.axvline(worst, color="crimson", linestyle="--", linewidth=0.8, label=f"worst start at 1%: {worst:.2f} τ")
+    ax.set(yscale="log", xlabel="t / τ", ylabel="sqrt(E||x(t)||² / N)", ylim=(min(1e-3, norm.min()), 1.5),
            title=f"Decay of activity from unit-covariance starts (τ = {tau:g})")
     ax.legend(fontsize=8)
+    return fig
+
+
+def before_after_eigenvalue_figure(run_dir: Path) -> Figure | None:
+    """eig(J) of the linear network before and after optimisation, with the stability line Re λ = 1
+    (τ dx/dt = -x + J x decays iff every Re λ < 1) and J0's circular-law disc (radius 1) for scale."""
+    analysis = read_analysis(Path(run_dir), ("eig_values", "final_eigenvalues", "decay_curve_tau"))
+    if analysis is None:
+        return None
+    before, after = analysis["eig_values"][0], analysis["final_eigenvalues"]
+    fig, ax = plt.subplots(figsize=(6, 5.4), layout="constrained")
+    ax.scatter(before.real, before.imag, s=12, color="tab:blue", alpha=0.6, linewidths=0,
+               label=f"before (max Re λ = {before.real.max():.3f})")
+    ax.scatter(after.real, after.imag, s=12, color="tab:red", alpha=0.7, linewidths=0,
+               label=f"after (max Re λ = {after.real.max():.3f})")
+    ax.axvline(1.0, color="k", linestyle=":", linewidth=1, label="stability line Re λ = 1")
+    ax.add_patch(Circle((0, 0), 1.0, fill=False, linestyle="--", linewidth=0.8, color="0.5"))
+    ax.set(xlabel="Re λ", ylabel="Im λ", title=f"Eigenvalues of J, N = {len(after)}")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
     return fig
 
 
@@ -125,4 +157,5 @@ def decay_curve_figure(run_dir: Path) -> Figure | None:
 STUDY_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
     "distance.png": distance_figure,
     "decay_curve.png": decay_curve_figure,
+    "eigenvalues_before_after.png": before_after_eigenvalue_figure,
 }
