@@ -133,6 +133,7 @@ class RegularizerConfig:
     mode: str = "penalty"  # penalty (added to the loss) | proximal (soft-threshold after each update)
     rho: float = 0.0  # drr: weight ρ of its Σ w² term (per layer rescaled like λ)
     beta: float = 10.0  # drr: sharpness β of its Σ (1 - exp(-β|w|)) term
+    activity: float = 0.0  # κ: adds κ · mean squared rate over the loss-weighted steps (models with rates: ctrnn)
 
 
 @dataclass
@@ -360,6 +361,7 @@ TASK_CHECKS = {"sine_wave": _validate_sine_wave, "flipflop": _validate_flipflop,
                "iris": _validate_iris, "fast_decay": _validate_fast_decay}
 TEACHERS = ("baseline_cnn", "multichannel_cnn", "split_filter_cnn")
 # the models each task can train
+RATE_MODELS = ("ctrnn",)  # models with firing rates, which regularizer.activity can penalise
 TASK_MODELS = {"sine_wave": ("ctrnn",), "flipflop": ("ctrnn",), "teacher_student": ("mlp", "cnn"), "mlp_teacher": ("mlp",),
                "iris": ("mlp",), "fast_decay": ("lowrank_linear",)}
 # (input width, output width) of tasks with static inputs, for models that list their sizes
@@ -385,6 +387,9 @@ def validate(cfg: DictConfig) -> None:
     reg = cfg.regularizer
     _one_of(cfg, "regularizer.name", REGULARIZERS)
     _check(reg.strength >= 0, "regularizer.strength", reg.strength, "must be >= 0")
+    _check(reg.activity >= 0, "regularizer.activity", reg.activity, "must be >= 0")
+    _check(reg.activity == 0 or cfg.model.name in RATE_MODELS, "regularizer.activity", reg.activity,
+           f"must be 0 for model={cfg.model.name}: only {', '.join(RATE_MODELS)} has rates to penalise")
     _check(0.0 <= reg.l1_ratio <= 1.0, "regularizer.l1_ratio", reg.l1_ratio, "must satisfy 0 <= r <= 1")
     _one_of(cfg, "regularizer.reduction", ("mean", "sum"))
     _one_of(cfg, "regularizer.mode", ("penalty", "proximal"))

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 TRACED_KEYS = {
     "model.sparsity": "sparsity", "model.gain": "gain",
     "regularizer.strength": "strength", "regularizer.l1_ratio": "l1_ratio",
-    "regularizer.rho": "rho", "regularizer.beta": "beta", "task.init_perturbation": "init_perturbation",
+    "regularizer.rho": "rho", "regularizer.beta": "beta", "regularizer.activity": "activity",
+    "task.init_perturbation": "init_perturbation",
     "optimizer.lr": "lr", "optimizer.momentum": "momentum",
     "optimizer.loss_threshold": "loss_threshold", "optimizer.divergence_factor": "divergence_factor",
 }
@@ -223,8 +224,13 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     reg_loss = float(trainer.regularizer.penalty(params, hyper))
     host = {k: np.asarray(v) for k, v in params.items()}
     names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked])) or list(host)
+    activity_loss = {}
+    if trainer.model.rates is not None:  # the mean squared rate, and its κ-weighted part of the final loss
+        activity = float(jax.jit(trainer.losses)(params, mask)[1])
+        activity_loss = {"activity": activity, "activity_loss": float(hyper["activity"]) * activity}
     metrics = {"status": "diverged" if bool(state.diverged) else "completed",
-               "final_loss": task_loss + reg_loss, "task_loss": task_loss, "reg_loss": reg_loss,
+               "final_loss": task_loss + reg_loss + activity_loss.get("activity_loss", 0.0),
+               "task_loss": task_loss, "reg_loss": reg_loss, **activity_loss,
                **sparsity_metrics(host, names), "steps": int(state.step),
                "diverged_step": int(state.diverged_step) if bool(state.diverged) else None,
                "initial_loss": float(state.init_loss)}

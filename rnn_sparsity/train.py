@@ -73,12 +73,28 @@ class Trainer:
     # ------------------------------------------------------------------ objective
     def task_loss(self, params, mask, batch=None) -> jax.Array:
         """The task loss on all training samples, or on the samples `batch` (indices along axis 1)."""
+        return self.losses(params, mask, batch)[0]
+
+    def losses(self, params, mask, batch=None) -> tuple[jax.Array, jax.Array]:
+        """(task loss, activity): activity is the mean squared rate r = model.rates(x) over units and the
+        loss-weighted steps and samples, Σ_tb w_tb mean_i r_tbi² / Σ_tb w_tb (0 for a model without rates)."""
         inputs, targets, weights = (jnp.asarray(a, self.dtype) for a in
                                     (self.task.inputs, self.task.targets, self.task.loss_weights))
         if batch is not None:
             inputs, targets = inputs[:, batch], targets[:, batch]
-        outputs, _ = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
-        return self.task.loss(outputs, targets, weights)
+        outputs, states = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
+        task = self.task.loss(outputs, targets, weights)
+        if self.model.rates is None:
+            return task, jnp.zeros_like(task)
+        w = jnp.broadcast_to(weights[..., :1], states.shape[:-1] + (1,))
+        activity = jnp.sum(w * jnp.mean(self.model.rates(states) ** 2, axis=-1, keepdims=True)) / jnp.sum(w)
+        return task, activity
+
+    def fit_loss(self, params, mask, hyper, batch=None) -> jax.Array:
+        """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,
+        traced). History's task_loss column records this; metrics.json keeps the two apart."""
+        task, activity = self.losses(params, mask, batch)
+        return task + hyper["activity"] * activity if self.model.rates is not None else task
 
     def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
         """The samples of minibatch `step`: epoch e = step // steps_per_epoch is a fresh permutation."""
@@ -87,13 +103,13 @@ class Trainer:
         return jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
 
     def objective(self, mask, hyper, batch=None) -> Objective:
-        return Objective(task=lambda p: self.task_loss(p, mask, batch),
+        return Objective(task=lambda p: self.fit_loss(p, mask, hyper, batch),
                          penalty=lambda p: self.regularizer.penalty(p, hyper),
                          prox=lambda p, eta: self.regularizer.prox(p, hyper, eta),
                          mask=mask, proximal=self.proximal)
 
     def total_loss(self, params, mask, hyper) -> jax.Array:
-        return self.task_loss(params, mask) + self.regularizer.penalty(params, hyper)
+        return self.fit_loss(params, mask, hyper) + self.regularizer.penalty(params, hyper)
 
     # ------------------------------------------------------------------ pure pieces
     def init(self, key: jax.Array, hyper: dict) -> TrainState:

@@ -78,12 +78,19 @@ def test_types_are_checked_and_unknown_keys_refused():
     ("precision=float16", "precision"),
     ("regularizer.mode=prox", "regularizer.mode"),
     ("optimizer.momentum=1.0", "optimizer.momentum"),
+    ("regularizer.activity=-0.1", "regularizer.activity"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as info:
         validate(compose_cfg(override))
     assert info.value.key == key
     assert key in str(info.value)
+
+
+def test_activity_penalty_needs_a_model_with_rates():
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg("task=iris", "model=mlp", "model.sizes=[4,8,3]", "regularizer.activity=0.1", tiny=False))
+    assert info.value.key == "regularizer.activity" and "model=mlp" in str(info.value)
 
 
 def cli(*args, cwd):

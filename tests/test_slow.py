@@ -26,11 +26,13 @@ def test_wheel_ships_every_config_and_preset(tmp_path):
 
 
 @pytest.mark.slow
-def test_sine_small_learns_the_task(tmp_path):
-    """The `sine_small` preset's configuration (seed 0): freq_error well under 5%."""
-    cfg = compose_cfg("model.n_units=100", "model.dt=0.1", "task.n_freqs=11", "regularizer.strength=0",
-                      "analysis.figures=false", "progress=false", tiny=False)
+def test_sine_small_learns_the_task_and_its_fixed_points_give_the_frequencies(tmp_path):
+    """The `sine_small` preset (seed 0): freq_error under 5%, and the central fixed point's unstable pair
+    gives each task's frequency (Sussillo & Barak): fp_freq_error under 10%."""
+    cfg = compose_cfg("sweeps=sine_small", "seed=0", "analysis=dynamics", "analysis.figures=false",
+                      "progress=false", tiny=False)
     metrics = run(cfg, tmp_path)
     assert metrics["status"] == "completed"
     assert metrics["freq_error"] < 0.05
     assert metrics["task_loss"] < 1e-2
+    assert metrics["fp_freq_error"] < 0.10

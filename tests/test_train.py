@@ -43,6 +43,28 @@ def test_host_loop_gives_the_same_result_as_the_pure_train():
     assert result.samples["eig_steps"].tolist() == list(range(0, int(state.step) + 1, 20))
 
 
+def test_activity_is_the_mean_squared_rate_over_the_loss_weighted_steps():
+    cfg, trainer, hyper = trainer_for("precision=float64", "regularizer.activity=0.5")
+    params, mask = trainer.model.init(jax.random.key(1), hyper)
+    _, states = trainer.model.apply(params, jnp.asarray(trainer.task.inputs))
+    rates = np.tanh(np.asarray(states))  # (T, B, N)
+    train_phase = np.asarray(trainer.task.loss_weights)[:, 0, 0] > 0  # the sine task weights 0 / 1 per step
+    expected = np.mean(rates[train_phase] ** 2)
+    task, activity = trainer.losses(params, mask)
+    assert float(activity) == pytest.approx(expected, rel=1e-12)
+    assert float(trainer.fit_loss(params, mask, hyper)) == pytest.approx(float(task) + 0.5 * expected, rel=1e-12)
+    assert float(trainer.fit_loss(params, mask, hyper | {"activity": 0.0})) == float(task)
+
+
+def test_activity_penalty_lowers_the_rates_and_counts_in_the_final_loss(tmp_path):
+    free = run(compose_cfg("regularizer.strength=0"), tmp_path / "free")
+    penalised = run(compose_cfg("regularizer.strength=0", "regularizer.activity=1"), tmp_path / "penalised")
+    assert penalised["activity"] < 0.5 * free["activity"]
+    assert free["activity_loss"] == 0.0 and free["final_loss"] == pytest.approx(free["task_loss"])
+    assert penalised["activity_loss"] == pytest.approx(penalised["activity"])
+    assert penalised["final_loss"] == pytest.approx(penalised["task_loss"] + penalised["activity"])
+
+
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
     cfg = compose_cfg("regularizer.strength=0.05", "model.sparsity=0.3", "seed=4")
     first, second = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")

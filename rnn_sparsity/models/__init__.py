@@ -16,12 +16,15 @@ class Model(NamedTuple):
     apply(params, inputs) -> (outputs, states) over time-major inputs (T, B, n_in).
     recurrent(params) -> the effective recurrent matrix whose spectrum is tracked (or None).
     masked: names of structurally masked parameters.
+    rates(states) -> the firing rates of those states (None: the model has no rates, e.g. a feedforward net);
+        `regularizer.activity` penalises their mean square.
     """
 
     init: Callable[..., tuple[Params, Params]]
     apply: Callable[..., tuple[Any, Any]]
     recurrent: Callable[[Params], Any]
     masked: tuple[str, ...] = ()  # parameters with a structural mask
+    rates: Callable[[Any], Any] | None = None
 
 
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:

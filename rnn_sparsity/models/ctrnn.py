@@ -100,4 +100,4 @@ def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
         outputs = jnp.tanh(states) @ params["w"].T + params["b_z"]
         return outputs, states
 
-    return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",))
+    return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",), rates=jnp.tanh)
