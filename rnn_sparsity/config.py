@@ -144,6 +144,7 @@ class OptimizerConfig:
     momentum: float = 0.9  # sgd only
     lbfgs_steps: int = 2000  # adam_lbfgs: iterations of the second stage
     loss_threshold: float = 1e-4  # adam_lbfgs: second stage runs only if the best first-stage loss is above
+    lbfgs_tol: float = 0.0  # an L-BFGS stage stops once the gradient norm is <= this (0: runs all its steps)
     divergence_factor: float = 1e4  # a run diverges when its loss is non-finite or above factor x initial loss
     batch_size: int = 0  # 0: full batch; else minibatches of this size, reshuffled every epoch (last partial dropped)
     patience: int = 0  # minibatch training: stop after this many epochs without a lower epoch loss (0: never)
@@ -406,6 +407,7 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= opt.momentum < 1.0, "optimizer.momentum", opt.momentum, "must satisfy 0 <= momentum < 1")
     _check(opt.lbfgs_steps >= 0, "optimizer.lbfgs_steps", opt.lbfgs_steps, "must be >= 0")
     _check(opt.loss_threshold >= 0, "optimizer.loss_threshold", opt.loss_threshold, "must be >= 0")
+    _check(opt.lbfgs_tol >= 0, "optimizer.lbfgs_tol", opt.lbfgs_tol, "must be >= 0")
     _check(opt.batch_size >= 0, "optimizer.batch_size", opt.batch_size, "must be >= 0 (0: full batch)")
     _check(opt.batch_size == 0 or opt.name in ("sgd", "adam"), "optimizer.batch_size", opt.batch_size,
            f"minibatches need a first-order optimizer (sgd, adam), not {opt.name}: set 0 for full batch")

@@ -40,7 +40,7 @@ TRACED_KEYS = {
     "regularizer.rho": "rho", "regularizer.beta": "beta", "regularizer.activity": "activity",
     "task.init_perturbation": "init_perturbation",
     "optimizer.lr": "lr", "optimizer.momentum": "momentum",
-    "optimizer.loss_threshold": "loss_threshold", "optimizer.divergence_factor": "divergence_factor",
+    "optimizer.loss_threshold": "loss_threshold", "optimizer.lbfgs_tol": "lbfgs_tol", "optimizer.divergence_factor": "divergence_factor",
 }
 UNTRACED_KEYS = ("seed", "progress", "analysis.figures", "analysis.enabled", "analysis.name",
                  "analysis.fixed_points", "analysis.slow_points", "analysis.pca", "analysis.track_tasks")

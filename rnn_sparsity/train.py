@@ -139,6 +139,7 @@ class Trainer:
         stage = self.stages[index]
         full_batch = self.objective(state.mask, hyper)
         limit = hyper["divergence_factor"] * state.init_loss
+        tol = hyper["lbfgs_tol"] if stage.name == "lbfgs" else 0.0  # an L-BFGS stage stops at ‖∇f‖ <= tol
 
         def one_step(s: TrainState, _):
             objective = self.objective(s.mask, hyper, self.batch_indices(s.data_key, s.step)) \
@@ -154,7 +155,8 @@ class Trainer:
                            diverged=s.diverged | newly_diverged,
                            diverged_step=jnp.where(newly_diverged, s.step, s.diverged_step))
             s = self._track_epochs(s, ok, loss) if self.batch_size else self._track_steps(s, ok, loss, before)
-            return s._replace(step=s.step + s.running.astype(jnp.int32), running=ok & ~s.stopped), record
+            converged = (tol > 0) & (gnorm <= tol)  # ‖∇f‖ at the params before this step: the step is taken, then the stage ends
+            return s._replace(step=s.step + s.running.astype(jnp.int32), running=ok & ~s.stopped & ~converged), record
 
         return jax.lax.scan(one_step, state, None, length=n_steps)
 

@@ -79,6 +79,7 @@ def test_types_are_checked_and_unknown_keys_refused():
     ("regularizer.mode=prox", "regularizer.mode"),
     ("optimizer.momentum=1.0", "optimizer.momentum"),
     ("regularizer.activity=-0.1", "regularizer.activity"),
+    ("optimizer.lbfgs_tol=-1e-5", "optimizer.lbfgs_tol"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as info:

@@ -100,6 +100,19 @@ def test_structurally_masked_entries_stay_exactly_zero(tmp_path, mode, optimizer
     assert metrics["sparsity"] >= 1 - mask.mean()
 
 
+def test_lbfgs_stops_at_its_gradient_tolerance_and_adam_does_not():
+    cfg, trainer, hyper = trainer_for("precision=float64", "optimizer.loss_threshold=0")
+    key = jax.random.key(2)
+    full = fit(trainer, key, hyper, progress=False).history
+    lbfgs = full[full["stage"] == "lbfgs"]
+    tol = float(lbfgs["grad_norm"].iloc[:8].min())  # reached within the first 8 L-BFGS steps
+    stop = int(np.flatnonzero(lbfgs["grad_norm"].to_numpy() <= tol)[0])
+    cut = fit(trainer, key, hyper | {"lbfgs_tol": tol}, progress=False).history
+    assert (cut["stage"] == "adam").sum() == (full["stage"] == "adam").sum()  # the tolerance is L-BFGS's only
+    assert (cut["stage"] == "lbfgs").sum() == stop + 1 < len(lbfgs)  # the step at ‖∇f‖ <= tol is the last
+    np.testing.assert_allclose(cut["loss"], full["loss"].iloc[:len(cut)], rtol=1e-12)
+
+
 def test_a_diverging_run_is_recorded_not_raised(tmp_path):
     metrics = run(compose_cfg("optimizer=sgd", "optimizer.lr=1e3"), tmp_path)
     assert metrics["status"] == "diverged"
