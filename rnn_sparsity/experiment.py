@@ -29,7 +29,7 @@ from .models import make_model
 from .optimizers import make_stages
 from .regularizers import make_regularizer
 from .tasks import make_task
-from .train import RECORD_FIELDS, Trainer, records_to_rows
+from .train import RECORD_FIELDS, Trainer, mean_squared_rate, records_to_rows
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     """Metrics and analysis arrays of the best parameters of a finished fit."""
     params, mask = state.best_params, state.mask
     effective = jax.tree.map(jnp.multiply, params, mask)
-    outputs, _ = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
+    outputs, states = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
     outputs = np.asarray(outputs)
     task_loss = float(trainer.task.loss(outputs, trainer.task.targets, trainer.task.loss_weights))
     reg_loss = float(trainer.regularizer.penalty(params, hyper))
@@ -226,7 +226,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked])) or list(host)
     activity_loss = {}
     if trainer.model.rates is not None:  # the mean squared rate, and its κ-weighted part of the final loss
-        activity = float(jax.jit(trainer.losses)(params, mask)[1])
+        activity = float(mean_squared_rate(trainer.model.rates(states), jnp.asarray(trainer.task.loss_weights)))
         activity_loss = {"activity": activity, "activity_loss": float(hyper["activity"]) * activity}
     metrics = {"status": "diverged" if bool(state.diverged) else "completed",
                "final_loss": task_loss + reg_loss + activity_loss.get("activity_loss", 0.0),

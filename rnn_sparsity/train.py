@@ -46,6 +46,13 @@ class TrainState(NamedTuple):
     stopped: jax.Array  # stopped early (patience exhausted)
 
 
+def mean_squared_rate(rates: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ_tb w_tb mean_i r_tbi² / Σ_tb w_tb: the mean squared rate over units, weighted over steps and
+    samples like the task loss (rates (T, B, N); weights broadcastable to (T, B, n_out))."""
+    w = jnp.broadcast_to(weights[..., :1], rates.shape[:-1] + (1,))
+    return jnp.sum(w * jnp.mean(rates ** 2, axis=-1, keepdims=True)) / jnp.sum(w)
+
+
 def _where(cond, new, old):
     return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
 
@@ -76,8 +83,8 @@ class Trainer:
         return self.losses(params, mask, batch)[0]
 
     def losses(self, params, mask, batch=None) -> tuple[jax.Array, jax.Array]:
-        """(task loss, activity): activity is the mean squared rate r = model.rates(x) over units and the
-        loss-weighted steps and samples, Σ_tb w_tb mean_i r_tbi² / Σ_tb w_tb (0 for a model without rates)."""
+        """(task loss, activity): activity is the `mean_squared_rate` of r = model.rates(x) over the
+        loss-weighted steps and samples (0 for a model without rates)."""
         inputs, targets, weights = (jnp.asarray(a, self.dtype) for a in
                                     (self.task.inputs, self.task.targets, self.task.loss_weights))
         if batch is not None:
@@ -86,9 +93,7 @@ class Trainer:
         task = self.task.loss(outputs, targets, weights)
         if self.model.rates is None:
             return task, jnp.zeros_like(task)
-        w = jnp.broadcast_to(weights[..., :1], states.shape[:-1] + (1,))
-        activity = jnp.sum(w * jnp.mean(self.model.rates(states) ** 2, axis=-1, keepdims=True)) / jnp.sum(w)
-        return task, activity
+        return task, mean_squared_rate(self.model.rates(states), weights)
 
     def fit_loss(self, params, mask, hyper, batch=None) -> jax.Array:
         """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,

@@ -24,10 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 
 from rnn_sparsity.artifacts import METRICS, read_metrics
-from rnn_sparsity.plots.run import read_analysis
+from rnn_sparsity.plots.run import complex_plane_guides, read_analysis
 
 NOISE_KEY = "task.noise_std"
 DISTANCES = ("raw_distance", "aligned_distance")
@@ -135,7 +134,7 @@ def decay_curve_figure(run_dir: Path) -> Figure | None:
 
 def before_after_eigenvalue_figure(run_dir: Path) -> Figure | None:
     """eig(J) of the linear network before and after optimisation, with the stability line Re λ = 1
-    (τ dx/dt = -x + J x decays iff every Re λ < 1) and J0's circular-law disc (radius 1) for scale."""
+    (τ dx/dt = -x + J x decays iff every Re λ < 1) and the unit circle (J0's circular-law disc) for scale."""
     analysis = read_analysis(Path(run_dir), ("eig_values", "final_eigenvalues", "decay_curve_tau"))
     if analysis is None:
         return None
@@ -145,10 +144,8 @@ def before_after_eigenvalue_figure(run_dir: Path) -> Figure | None:
                label=f"before (max Re λ = {before.real.max():.3f})")
     ax.scatter(after.real, after.imag, s=12, color="tab:red", alpha=0.7, linewidths=0,
                label=f"after (max Re λ = {after.real.max():.3f})")
-    ax.axvline(1.0, color="k", linestyle=":", linewidth=1, label="stability line Re λ = 1")
-    ax.add_patch(Circle((0, 0), 1.0, fill=False, linestyle="--", linewidth=0.8, color="0.5"))
-    ax.set(xlabel="Re λ", ylabel="Im λ", title=f"Eigenvalues of J, N = {len(after)}")
-    ax.set_aspect("equal")
+    complex_plane_guides(ax, "stability line Re λ = 1")
+    ax.set_title(f"Eigenvalues of J, N = {len(after)}")
     ax.legend(loc="upper left", fontsize=8)
     return fig
 

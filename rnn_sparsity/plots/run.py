@@ -160,11 +160,17 @@ def draw_spectrum(ax: plt.Axes, analysis: dict[str, np.ndarray], norm: Normalize
     final = analysis["final_eigenvalues"]
     ax.scatter(final.real, final.imag, s=30, facecolors="none", edgecolors="crimson", linewidths=1,
                label="final")
-    ax.axvline(1.0, color="k", ls=":", lw=1, label="Re λ = 1")
+    complex_plane_guides(ax)
+    return points
+
+
+def complex_plane_guides(ax: plt.Axes, line_label: str = "Re λ = 1") -> None:
+    """The line Re λ = 1 (where J's eigenvalues destabilise the origin of x' = -x + J f(x)), the unit
+    circle for scale, axis labels and equal aspect, for eigenvalues of J in the complex plane."""
+    ax.axvline(1.0, color="k", ls=":", lw=1, label=line_label)
     ax.add_patch(Circle((0, 0), 1.0, fill=False, ls="--", lw=0.8, color="0.5", label="unit circle"))
     ax.set(xlabel="Re λ", ylabel="Im λ")
     ax.set_aspect("equal")
-    return points
 
 
 def spectrum_limits(analyses: Iterable[dict[str, np.ndarray]]) -> tuple[tuple[float, float], tuple[float, float]]:
