@@ -44,7 +44,7 @@ PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero
                    "spectral_radius", "freq_error", "n_fixed_points", "n_stable_fixed_points",
                    "n_unstable_fixed_points", "n_slow_points", "fp_freq_error", "pca_var_explained_3")
 UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixed_point_starts", "n_converged_starts",
-                     "raw_distance_min_epoch", "aligned_distance_min_epoch")
+                     "raw_distance_min_epoch", "aligned_distance_min_epoch", "activity_loss")  # activity_loss = κ · activity
 # summary.csv columns, where the runs have them: losses and sparsity, the tasks' own metrics, dynamics counts
 SUMMARY_METRICS = ("final_loss", "test_loss", "sparsity", "teacher_distance", "spectral_radius", "freq_error",
                    "bit_accuracy", "n_fixed_points",
