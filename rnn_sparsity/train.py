@@ -99,7 +99,7 @@ class Trainer:
         """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,
         traced). History's task_loss column records this; metrics.json keeps the two apart."""
         task, activity = self.losses(params, mask, batch)
-        return task + hyper["activity"] * activity if self.model.rates is not None else task
+        return task + hyper["activity"] * activity
 
     def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
         """The samples of minibatch `step`: epoch e = step // steps_per_epoch is a fresh permutation."""

@@ -171,7 +171,10 @@ def decay_time(J: jax.Array, tau, fraction: float, t_max: float, n_grid: int = 2
     refined by Brent's method on the analytic curve (to machine precision). A dip below `fraction` narrower
     than the grid step can be missed. For J = c I the answer is τ ln(1/fraction) / (1 - c).
     """
-    gamma, weights = _curve_parts(J, tau)
+    return _first_crossing(*_curve_parts(J, tau), fraction, t_max, n_grid)
+
+
+def _first_crossing(gamma, weights, fraction: float, t_max: float, n_grid: int = 2001) -> float:
     grid = np.linspace(0.0, t_max, n_grid)
     below = np.flatnonzero(np.asarray(_norm_curve(gamma, weights, grid)) < fraction)
     if below.size == 0:
@@ -183,14 +186,28 @@ def decay_time(J: jax.Array, tau, fraction: float, t_max: float, n_grid: int = 2
     return float(brentq(excess, grid[k - 1], grid[k], xtol=1e-14 * max(t_max, 1.0), rtol=4 * np.finfo(float).eps))
 
 
+def _mode_time(rate: float, fraction: float) -> float:
+    """ln(1/fraction) / rate for a decay rate -max Re γ > 0, else NaN."""
+    return float(np.log(1.0 / fraction) / rate) if rate > 0 else float("nan")
+
+
 def slowest_mode_time(J: jax.Array, tau, fraction: float) -> float:
     """τ ln(1/fraction) / (-max_i Re γ_i τ): the time the slowest eigenmode takes to fall to `fraction`.
 
     Every start ends up decaying at this rate, so it is the asymptotic decay time; for a normal J it is
     also the worst case (`worst_case_decay_time`). NaN unless every Re γ_i < 0.
     """
-    rate = -(float(max_real_eigenvalue(jnp.asarray(J))) - 1.0) / tau  # -max Re γ
-    return float(np.log(1.0 / fraction) / rate) if rate > 0 else float("nan")
+    return _mode_time((1.0 - float(max_real_eigenvalue(jnp.asarray(J)))) / tau, fraction)
+
+
+def decay_times(J: jax.Array, tau, fraction: float, t_max: float, steps_per_tau: int = 8) -> dict[str, float]:
+    """The three readings of "decay to `fraction`", from one eigen-decomposition: {"expected": `decay_time`,
+    "mode": `slowest_mode_time`, "worst": `worst_case_decay_time`} (NaN where not reached by t_max)."""
+    gamma, weights = _curve_parts(J, tau)
+    expected = _first_crossing(gamma, weights, fraction, t_max)
+    mode = _mode_time(-float(jnp.max(jnp.real(gamma))), fraction)
+    return {"expected": expected, "mode": mode,
+            "worst": _worst_crossing(J, tau, fraction, t_max, max(expected, mode), steps_per_tau)}
 
 
 def worst_case_decay_time(J: jax.Array, tau, fraction: float, t_max: float, steps_per_tau: int = 8) -> float:
@@ -202,12 +219,15 @@ def worst_case_decay_time(J: jax.Array, tau, fraction: float, t_max: float, step
     e^{A τ/steps_per_tau} (one matmul and one largest singular value per step) and refines the first
     crossing by bisection on exact e^{At} = expm(A t).
     """
-    J = np.asarray(J, np.float64)
-    A = (J - np.eye(len(J))) / tau
-    start = max(decay_time(J, tau, fraction, t_max), slowest_mode_time(J, tau, fraction))
+    return decay_times(J, tau, fraction, t_max, steps_per_tau)["worst"]
+
+
+def _worst_crossing(J, tau, fraction: float, t_max: float, start: float, steps_per_tau: int) -> float:
+    """`worst_case_decay_time`'s search from the lower bound `start` (NaN: no bound within t_max)."""
     if not start <= t_max:  # NaN (never decays within t_max) or beyond it
         return float("nan")
-    norm = lambda t: np.linalg.norm(expm(A * t), 2)  # noqa: E731
+    J = np.asarray(J, np.float64)
+    A = (J - np.eye(len(J))) / tau
     h = tau / steps_per_tau
     step, t, M = expm(A * h), start, expm(A * start)
     while np.linalg.norm(M, 2) >= fraction:
@@ -216,7 +236,7 @@ def worst_case_decay_time(J: jax.Array, tau, fraction: float, t_max: float, step
         t, M = t + h, M @ step
     if t == start:
         return start
-    return float(brentq(lambda s: norm(s) - fraction, t - h, t, xtol=1e-12 * tau))
+    return float(brentq(lambda s: np.linalg.norm(expm(A * s), 2) - fraction, t - h, t, xtol=1e-12 * tau))
 
 
 @jax.jit

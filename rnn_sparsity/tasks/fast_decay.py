@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.decay import (decay_losses, decay_time, expected_norm, max_real_eigenvalue, slowest_mode_time,
-                              worst_case_decay_time)
+from ..analysis.decay import decay_losses, decay_times, expected_norm, max_real_eigenvalue
 from ..models.lowrank_linear import split_outputs
 from . import Task
 
@@ -35,11 +34,9 @@ def make_task(cfg, model_cfg) -> Task:
         out = {f"{name}_loss": float(v) for name, v in decay_losses(J, w, tau).items()}
         out["max_real_eig"] = float(max_real_eigenvalue(J))
         for fraction, label in ((0.05, "5"), (0.01, "1")):
-            times = {"decay_time": decay_time(J, tau, fraction, DECAY_HORIZON * tau),
-                     "worst_decay_time": worst_case_decay_time(J, tau, fraction, DECAY_HORIZON * tau),
-                     "mode_decay_time": slowest_mode_time(J, tau, fraction)}
-            for name, t in times.items():
-                out[f"{name}_{label}"], out[f"{name}_{label}_tau"] = t, t / tau
+            times = decay_times(J, tau, fraction, DECAY_HORIZON * tau)
+            for reading, name in (("expected", "decay_time"), ("worst", "worst_decay_time"), ("mode", "mode_decay_time")):
+                out[f"{name}_{label}"], out[f"{name}_{label}_tau"] = times[reading], times[reading] / tau
         return out
 
     def arrays(outputs: np.ndarray) -> dict[str, np.ndarray]:
