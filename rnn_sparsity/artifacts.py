@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
+import yaml
 
 METRICS = "metrics.json"
 HISTORY = "history.parquet"
@@ -128,6 +129,14 @@ def clear_done(run_dir: Path) -> None:
 
 def is_done(run_dir: Path) -> bool:
     return (Path(run_dir) / DONE).exists()
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides Hydra recorded for a run ("regularizer.strength=0.001", ...); [] if none."""
+    path = Path(run_dir) / HYDRA_DIR / "overrides.yaml"
+    if not path.exists():
+        return []
+    return [str(item) for item in yaml.safe_load(path.read_text()) or []]
 
 
 def figures_dir(run_dir: Path) -> Path:

@@ -8,15 +8,57 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.core.object_type import ObjectType
+from omegaconf import DictConfig, OmegaConf
 
 from . import config  # noqa: F401  (registers the schemas before Hydra composes)
 from .config import ConfigError
 
 log = logging.getLogger("rnn_sparsity")
+CONF_DIR = Path(__file__).parent / "conf"
+HIDDEN_GROUPS = ("hydra", "schema", "sweeps")  # Hydra's own, the typed schemas, and the presets (listed apart)
+
+
+def describe(group: str, option: str, width: int = 96) -> str:
+    """The first sentence of the comment that opens conf/<group>/<option>.yaml, cut to `width`
+    characters ("" for an option that is not in this package, e.g. one from the user's search path)."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    block = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if not line.startswith("#"):
+            break
+        if "@package" not in line:
+            block.append(line.lstrip("#").strip())
+    sentence = " ".join(block).split(". ")[0].rstrip(".:")
+    return sentence if len(sentence) <= width else sentence[:width - 3].rstrip() + "..."
+
+
+def _options(group: str) -> list[str]:
+    return GlobalHydra.instance().config_loader().get_group_options(group, results_filter=ObjectType.CONFIG)
+
+
+def help_groups() -> str:
+    """Each group on the config search path with its options (schema/* and hydra/* left out)."""
+    groups = sorted(g for g in GlobalHydra.instance().config_loader().list_groups("") if g not in HIDDEN_GROUPS)
+    lines = []
+    for group in groups:
+        lines.append(f"  {group}: {' | '.join(_options(group))}")
+        lines += [f"      {name:<16} {describe(group, name)}" for name in _options(group)]
+    return "\n".join(lines)
+
+
+def help_presets() -> str:
+    """Each study preset in sweeps/ with its one-line summary."""
+    return "\n".join(f"  {name:<22} {describe('sweeps', name)}" for name in _options("sweeps"))
+
+
+OmegaConf.register_new_resolver("rnn_sparsity_groups", help_groups, replace=True)
+OmegaConf.register_new_resolver("rnn_sparsity_presets", help_presets, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -198,6 +198,7 @@ class Config:
     seed: int = 0  # one PRNG key per run: init, mask, data
     precision: str = "float32"  # float32 | float64 (turns on JAX x64 before any array exists)
     progress: bool = True  # progress bar on stderr
+    compilation_cache: str = "auto"  # XLA's persistent cache: auto (~/.cache/rnn_sparsity/xla) | off | a folder
 
 
 def register_configs() -> None:

@@ -24,6 +24,7 @@ from . import artifacts
 from .analysis.dynamics import DynamicsSettings, FixedPointTracker, analyse_dynamics
 from .analysis.eigen import SpectrumTracker, eigenvalues
 from .analysis.sparsity import sparsity_metrics
+from .compile_cache import enable_compilation_cache
 from .config import validate
 from .models import make_model
 from .optimizers import make_stages
@@ -42,7 +43,7 @@ TRACED_KEYS = {
     "optimizer.lr": "lr", "optimizer.momentum": "momentum",
     "optimizer.loss_threshold": "loss_threshold", "optimizer.lbfgs_tol": "lbfgs_tol", "optimizer.divergence_factor": "divergence_factor",
 }
-UNTRACED_KEYS = ("seed", "progress", "analysis.figures", "analysis.enabled", "analysis.name",
+UNTRACED_KEYS = ("seed", "progress", "compilation_cache", "analysis.figures", "analysis.enabled", "analysis.name",
                  "analysis.fixed_points", "analysis.slow_points", "analysis.pca", "analysis.track_tasks")
 
 
@@ -108,6 +109,27 @@ def projection_every(trainer: Trainer, every: int):
     return between
 
 
+class CompileNotice:
+    """Says "compiling ..." while a chunk compiles (tens of seconds for a large RNN on a CPU the first
+    time, well under a second once XLA's persistent cache holds it), so a first run does not look hung
+    at step 0: on the progress bar, or in the log when the bar is off; the log gets the time it took."""
+
+    def __init__(self, bar: tqdm):
+        self.bar, self.what, self.since = bar, None, 0.0
+
+    def start(self, stage: str, n_steps: int) -> None:
+        self.what = f"{stage} ({n_steps}-step chunks)" if n_steps else stage
+        self.since = time.perf_counter()
+        self.bar.set_description(f"compiling {stage}", refresh=True)
+        if self.bar.disable:
+            log.info("compiling %s ...", self.what)
+
+    def done(self) -> None:
+        if self.what is not None:
+            log.info("compiled and ran %s in %.1fs", self.what, time.perf_counter() - self.since)
+            self.what = None
+
+
 def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = True,
         progress: bool = True, samplers: Sequence[Any] = (), project_every: int = 0) -> FitResult:
     """Host loop over the jitted chunks: history, spectrum samples, progress bar, stop on divergence.
@@ -120,7 +142,10 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
                mininterval=1.0, leave=False)
     state = None
     between = projection_every(trainer, project_every) if project_every else None
-    for index, state, records in trainer.chunks(key, hyper, skip_idle=True, between=between):
+    compiling = CompileNotice(bar)
+    for index, state, records in trainer.chunks(key, hyper, skip_idle=True, between=between,
+                                                on_compile=compiling.start):
+        compiling.done()
         if records is not None:
             chunk = records_to_rows(records, trainer.stages[index].name)
             rows.append(chunk)
@@ -298,6 +323,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
+    enable_compilation_cache(cfg.compilation_cache)
     set_precision(cfg.precision)
     trainer = make_trainer(cfg)
     hyper = hyper_values(cfg, trainer.dtype)
@@ -335,6 +361,6 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         draw_run_figures(run_dir)
     artifacts.mark_done(run_dir)
     shown = ("final_loss", "sparsity", "spectral_radius", *trainer.task.metric_names)
-    log.info("%s: %s (%.1fs)", metrics["status"],
+    log.info("%s %s [%s]: %s (%.1fs)", metrics["status"], run_dir, " ".join(artifacts.read_overrides(run_dir)),
              " ".join(f"{k}={metrics[k]:.4g}" for k in shown if metrics.get(k) is not None), metrics["wall_s"])
     return metrics

@@ -74,7 +74,7 @@ class Trainer:
         self.n_train = int(task.inputs.shape[1])
         self.steps_per_epoch = self.n_train // self.batch_size if self.batch_size else 1
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
-        self.compiled_init = jax.jit(self.init)
+        self.compiled_init, self._init_compiled = jax.jit(self.init), False
         self.compiled_begin = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
 
     # ------------------------------------------------------------------ objective
@@ -199,7 +199,8 @@ class Trainer:
         return self._chunk_fns[key]
 
     def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False,
-               between: Callable[[TrainState], TrainState] | None = None
+               between: Callable[[TrainState], TrainState] | None = None,
+               on_compile: Callable[[str, int], None] | None = None,
                ) -> Iterator[tuple[int, TrainState, dict | None]]:
         """Yield (stage index, state, records of the chunk) after init (records None) and each chunk.
 
@@ -207,14 +208,21 @@ class Trainer:
         by its threshold, or the run diverged) is passed over instead of computed and discarded.
         `between(state) -> state`, when given, runs on the host after every chunk (e.g. a projection of
         the parameters every so many epochs); `train` never passes one, so it stays pure.
+        `on_compile(stage name, chunk length)`, when given, is called before a chunk that this trainer
+        has not compiled yet (so the host can say so: the first compile is the slow part of a run).
         """
+        if on_compile is not None and not self._init_compiled:
+            on_compile("init", 0)
         state = self.compiled_init(key, hyper)
+        self._init_compiled = True
         yield -1, state, None
         for index in range(len(self.stages)):
             state = self.compiled_begin[index](state, hyper)
             for n_steps in self.chunk_lengths(index):
                 if skip_idle and not bool(state.running):
                     break
+                if on_compile is not None and (index, n_steps) not in self._chunk_fns:
+                    on_compile(self.stages[index].name, n_steps)
                 state, records = self.compiled_chunk(index, n_steps)(state, hyper)
                 if between is not None:
                     state = between(state)
