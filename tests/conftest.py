@@ -1,7 +1,11 @@
 """Fixtures: `synthetic_run` writes a realistic run directory with the artifacts writers."""
 
+import os
 import sys
 from pathlib import Path
+
+# Several test processes (pytest -n auto) share a machine: on a GPU, none may grab most of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,12 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
 from rnn_sparsity import artifacts  # noqa: E402
+from rnn_sparsity.compile_cache import enable_compilation_cache  # noqa: E402
+
+# The tool's own persistent compilation cache (RNN_SPARSITY_CACHE_DIR, else ~/.cache/rnn_sparsity/xla):
+# a program compiled by one test, test process or subprocess (the multirun tests) is loaded, not
+# recompiled, by the next; the cache key covers program, options, JAX version and device.
+enable_compilation_cache("auto")
 
 N_UNITS, N_TASKS, STAGE_CHANGE, N_STEPS = 8, 5, 20, 40
 
