@@ -19,6 +19,8 @@ and prints the summary table with the runs that did not complete. When the runs 
 from __future__ import annotations
 
 import argparse
+import itertools
+from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -29,16 +31,21 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from rnn_sparsity.artifacts import HYDRA_DIR, METRICS, is_done, read_metrics
+from rnn_sparsity.artifacts import DAMAGED, HYDRA_DIR, check_run, read_overrides
 from rnn_sparsity.plots.rebound import power_law_fits
 from rnn_sparsity.plots.run import save_figure
 from rnn_sparsity.plots.sweep import draw_sweep_figures, format_cell, table_figure
 
 AGGREGATE_DIR = "aggregate"
 CONFIG_FILE = f"{HYDRA_DIR}/config.yaml"
-OVERRIDES_FILE = f"{HYDRA_DIR}/overrides.yaml"
-BOOKKEEPING = ("run_dir", "status", "overrides", "error")
-NOT_SWEPT = ("seed",)
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, written in the sweep dir when it starts
+BOOKKEEPING = ("run_dir", "status", "problem", "overrides", "error")
+MISSING = "missing"
+UNSOUND = (DAMAGED, MISSING)  # rows without a trustworthy config or metrics: listed, never plotted or swept
+STATUS_ORDER = ("completed", "diverged", "failed", "incomplete", DAMAGED, MISSING)
+# Keys that do not change results: never swept keys, however they vary (seeds are averaged over).
+NON_RESULT_KEYS = ("seed", "progress", "analysis.figures", "compilation_cache")
+NON_RESULT_PREFIXES = ("hydra.",)
 LEADING_KEYS = ("regularizer.strength", "model.sparsity")
 PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction",
                    "spectral_radius", "freq_error", "n_fixed_points", "n_stable_fixed_points",
@@ -100,34 +107,70 @@ def read_flat_config(run_dir: Path) -> dict[str, Any]:
     return flat
 
 
-def read_overrides(run_dir: Path) -> list[str]:
-    """The command-line overrides of a run ("regularizer.strength=0.001", ...); none if not recorded."""
-    path = Path(run_dir) / OVERRIDES_FILE
-    return list(yaml.safe_load(path.read_text()) or []) if path.exists() else []
-
-
-def run_status(metrics: dict[str, Any], done: bool) -> str:
-    """The metrics' status if the run failed (it may never reach DONE) or is done; else "incomplete"."""
-    status = metrics.get("status")
-    if status == "failed" or (done and status):
-        return status
-    return "incomplete"
-
-
 def load_run(run_dir: Path) -> dict[str, Any]:
-    """One table row: flattened config, metrics, then run_dir, status and the joined overrides."""
-    metrics = read_metrics(run_dir) if (Path(run_dir) / METRICS).exists() else {}
-    row = {**read_flat_config(run_dir), **metrics}
-    row.update(run_dir=str(run_dir), status=run_status(metrics, is_done(run_dir)),
-               overrides=" ".join(read_overrides(run_dir)))
+    """One table row: flattened config, metrics, then run_dir, status, problem and the joined overrides.
+    A damaged run keeps only what could be read (never a config read from a broken file)."""
+    check = check_run(run_dir)
+    config_ok = not (check.status == DAMAGED and check.problem.startswith(CONFIG_FILE))
+    row = {**(read_flat_config(run_dir) if config_ok else {}), **check.metrics}
+    with suppress(Exception):  # overrides.yaml is Hydra's; a broken one only costs the overrides column
+        row["overrides"] = " ".join(read_overrides(run_dir))
+    row.update(run_dir=str(run_dir), status=check.status, problem=check.problem)
+    row.setdefault("overrides", "")
     return row
 
 
-def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
-    """One row per run directory below `paths`; bookkeeping columns first."""
-    runs = pd.DataFrame([load_run(run_dir) for run_dir in find_run_dirs(paths)])
+def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
+    """The override list of every job of a sweep, in Hydra's job order (job i <-> index i), expanded
+    from its multirun.yaml exactly as the basic sweeper expands it; None for other sweepers."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = OmegaConf.load(Path(sweep_dir) / MULTIRUN_FILE).hydra
+    if "basic_sweeper" not in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")):
+        return None
+    params = OmegaConf.to_container(hydra_cfg.sweeper.get("params") or {}, resolve=False)
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def missing_jobs(paths: Iterable[Path | str], runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row (status "missing", its job number and overrides) for every job of a sweep below `paths`
+    that has no run directory: Hydra's sweep never started it, or its directory was lost."""
+    present = {frozenset(row["overrides"].split()) for row in runs}
+    rows = []
+    for record in sorted({p.resolve() for root in map(Path, paths) for p in root.rglob(MULTIRUN_FILE)}):
+        try:
+            jobs = expected_jobs(record.parent)
+        except Exception as err:  # noqa: BLE001 (an unreadable sweep record is reported, not fatal)
+            rows.append({"run_dir": str(record), "status": DAMAGED, "overrides": "",
+                         "problem": f"{MULTIRUN_FILE}: unreadable ({type(err).__name__})"})
+            continue
+        for number, job in enumerate(jobs or []):
+            if frozenset(job) not in present:
+                rows.append({"run_dir": str(record.parent / str(number)), "status": MISSING,
+                             "overrides": " ".join(job), "problem": f"job {number} of the sweep has no run directory"})
+    return rows
+
+
+def load_runs(paths: Iterable[Path | str] | Path | str) -> pd.DataFrame:
+    """The tidy table of every run below `paths`, one row per run directory (and per missing job of a
+    sweep), bookkeeping columns first: what `rnn-sparsity-aggregate` writes to runs.parquet.
+
+    >>> runs = load_runs("multirun/demo")
+    >>> runs[runs.status == "completed"].groupby("regularizer.strength")["sparsity"].mean()
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    rows = [load_run(run_dir) for run_dir in find_run_dirs(paths)]
+    runs = pd.DataFrame(rows + missing_jobs(paths, rows))
     front = [column for column in BOOKKEEPING if column in runs]
     return runs[front + [column for column in runs if column not in front]]
+
+
+def sound(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose config and metrics could be read (not damaged, not missing)."""
+    return runs[~runs["status"].isin(UNSOUND)]
 
 
 def override_keys(runs: pd.DataFrame) -> set[str]:
@@ -140,42 +183,67 @@ def override_keys(runs: pd.DataFrame) -> set[str]:
     return keys
 
 
+def is_result_key(column: str) -> bool:
+    """Whether a config column can change results (NON_RESULT_KEYS and hydra.* cannot)."""
+    return column not in NON_RESULT_KEYS and not column.startswith(NON_RESULT_PREFIXES)
+
+
 def swept_keys(runs: pd.DataFrame) -> list[str]:
-    """Config columns whose value differs across runs, `regularizer.strength` and `model.sparsity` first.
+    """Config columns whose value differs across the sound runs, `regularizer.strength` and
+    `model.sparsity` first.
 
     Keys named in the overrides are preferred; without any, every varying dotted (config) column counts,
-    since metric keys are flat. `seed` and `hydra.*` are never swept keys: seeds are what we average over.
+    since metric keys are flat. Damaged and missing rows do not count, and keys that do not change
+    results (NON_RESULT_KEYS: seeds are what we average over; progress, figures, hydra.*) never do.
     """
+    runs = sound(runs)
     varying = [column for column in runs
-               if column not in BOOKKEEPING + NOT_SWEPT and not column.startswith("hydra.")
-               and runs[column].nunique(dropna=False) > 1]
+               if column not in BOOKKEEPING and is_result_key(column) and runs[column].nunique(dropna=False) > 1]
     named = override_keys(runs)
     keys = [column for column in varying if column in named] or [c for c in varying if "." in c]
     return sorted(keys, key=lambda k: (LEADING_KEYS.index(k) if k in LEADING_KEYS else len(LEADING_KEYS), k))
 
 
+def same_as_global(runs: pd.DataFrame, column: str) -> bool:
+    """A per-parameter metric (`sparsity/J`) equal to its global one (`sparsity`) in every run: the run
+    regularises one parameter, and a figure of it would repeat the global one."""
+    metric = column.split("/", 1)[0]
+    if "/" not in column or metric not in runs:
+        return False
+    a, b = pd.to_numeric(runs[column], errors="coerce"), pd.to_numeric(runs[metric], errors="coerce")
+    return bool(((a == b) | (a.isna() & b.isna())).all())
+
+
 def metric_columns(runs: pd.DataFrame) -> list[str]:
-    """Numeric metric columns worth a figure: the standard ones in order, then any other (not wall_s, steps).
+    """Numeric metric columns worth a figure: the standard ones in order, then any other (not wall_s,
+    steps, nor a per-parameter copy of a global metric).
 
     Metric keys are flat names; config columns are dotted or named in the overrides (`seed`).
     """
-    excluded = set(BOOKKEEPING + NOT_SWEPT + UNPLOTTED_METRICS) | override_keys(runs)
+    runs = sound(runs)
+    excluded = set(BOOKKEEPING + NON_RESULT_KEYS + UNPLOTTED_METRICS) | override_keys(runs)
     numeric = {column for column in runs
-               if "." not in column and column not in excluded
+               if "." not in column and column not in excluded and not same_as_global(runs, column)
                and is_numeric_dtype(runs[column]) and not is_bool_dtype(runs[column])}
     standard = [metric for metric in PLOTTED_METRICS if metric in numeric]
     return standard + sorted(numeric - set(standard))
 
 
 def summarize(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """One row per combination of swept values: runs, completed runs, and metric means over completed runs."""
+    """One row per combination of swept values (sound runs only): runs, completed runs, and per metric
+    the mean, standard deviation (ddof 1; empty for one run) and n over the completed runs."""
+    runs = sound(runs)
     metrics = [metric for metric in SUMMARY_METRICS if metric in runs and runs[metric].notna().any()]
     groups = runs.groupby(list(keys), dropna=False) if keys else [((), runs)]
     rows = []
     for values, group in groups:
         completed = group[group["status"] == "completed"]
-        means = {f"mean_{m}": pd.to_numeric(completed[m], errors="coerce").mean() for m in metrics}
-        rows.append({**dict(zip(keys, values)), "runs": len(group), "completed": len(completed), **means})
+        row = {**dict(zip(keys, values)), "runs": len(group), "completed": len(completed)}
+        for metric in metrics:
+            values_m = pd.to_numeric(completed[metric], errors="coerce").dropna()
+            row.update({f"mean_{metric}": values_m.mean(), f"std_{metric}": values_m.std(),
+                        f"n_{metric}": len(values_m)})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -218,13 +286,22 @@ def write_unstable_tables(runs: pd.DataFrame, keys: Sequence[str], out: Path) ->
 
 
 def problem_report(runs: pd.DataFrame) -> str:
-    """The runs that did not complete, one line each: status, run_dir and the first line of any error."""
+    """The runs that did not complete, one line each: status, run_dir (or the missing job's number and
+    overrides) and the reason (a failed run's error, the damaged file and why)."""
     lines = []
     for _, run in runs[runs["status"] != "completed"].iterrows():
-        error = run.get("error")
-        detail = f"  ({str(error).splitlines()[0][:120]})" if isinstance(error, str) and error else ""
-        lines.append(f"  {run['status']:<10}  {run['run_dir']}{detail}")
+        reason = run.get("problem") if isinstance(run.get("problem"), str) and run.get("problem") else run.get("error")
+        detail = f"  ({str(reason).splitlines()[0][:160]})" if isinstance(reason, str) and reason else ""
+        job = f"  [{run['overrides']}]" if run["status"] == MISSING else ""
+        lines.append(f"  {run['status']:<10}  {run['run_dir']}{job}{detail}")
     return "\n".join(lines)
+
+
+def status_counts(runs: pd.DataFrame) -> str:
+    """"16 runs: 12 completed, 2 diverged, 1 damaged, 1 missing" (classes in STATUS_ORDER)."""
+    counts = Counter(runs["status"])
+    parts = [f"{counts[s]} {s}" for s in (*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))) if counts[s]]
+    return f"{len(runs)} runs: {', '.join(parts)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,20 +324,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = load_runs(args.dirs)
     keys = swept_keys(runs)
     summary = summarize(runs, keys)
+    plotted = sound(runs)
     runs.to_parquet(out / "runs.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
-    tables = write_unstable_tables(runs, keys, out)
-    fits = power_law_fits(runs)
+    tables = write_unstable_tables(plotted, keys, out)
+    fits = power_law_fits(plotted)
     if fits is not None:
         fits.to_csv(out / "noise_power_law.csv", index=False)
         tables.append(out / "noise_power_law.csv")
         print("Power law of the final distance in σ (task.noise_std):\n" + fits.to_string(index=False) + "\n")
-    figures = draw_sweep_figures(runs, keys, metric_columns(runs), out / "figures")
+    for stale in (out / "figures").glob("*.png"):  # an earlier aggregation's figures may not apply any more
+        stale.unlink()
+    figures = draw_sweep_figures(plotted, keys, metric_columns(runs), out / "figures")
 
     n_completed = int((runs["status"] == "completed").sum())
-    print(f"{len(runs)} runs, {n_completed} completed; swept: {', '.join(keys) or 'nothing'}\n")
-    print(summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"{status_counts(runs)}; swept: {', '.join(keys) or 'nothing'}\n")
+    shown = [c for c in summary if not c.startswith(("std_", "n_"))]  # summary.csv has std and n as well
+    print(summary[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     problems = problem_report(runs)
     if problems:
         print(f"\nNot completed ({len(runs) - n_completed}):\n{problems}")

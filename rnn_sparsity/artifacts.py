@@ -11,8 +11,11 @@
   DONE               written last: a run directory is complete only when it exists
 ```
 
-Every file is written to a temporary name in the same directory and renamed into place, so a reader
-never sees half a file and an interrupted run never looks complete.
+Every file is written to a temporary name in the same directory (`.<name>.<random>.tmp`) and renamed
+into place, so a reader never sees half a file and an interrupted run never looks complete. Files get
+the mode a plain open() would give (0666 minus the umask, normally 0644), so collaborators on a shared
+filesystem can read results. A write killed outright (SIGKILL, a node lost) can leave its temporary
+file behind: readers never look at `.*.tmp` names, and a run starting in a directory removes them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import json
 import math
 import os
 import tempfile
-from contextlib import contextmanager
+import zipfile
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 METRICS = "metrics.json"
@@ -38,19 +44,53 @@ DONE = "DONE"
 HYDRA_DIR = ".hydra"
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc/self/status), else by
+    the os.umask round trip (once, at import, before any thread of ours writes files)."""
+    with suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_read_umask()  # what open(path, "w") would create
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` (mode FILE_MODE) only if the block
+    succeeds. mkstemp creates its file 0600; it is widened before the rename, so the result is never
+    briefly world-unreadable under its final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_temp_file(path: Path) -> bool:
+    """A temporary file of atomic_path (left behind only by a write that was killed)."""
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files killed writes left in run_dir (and its figures/); returns them."""
+    stale = [p for folder in (Path(run_dir), Path(run_dir) / FIGURES) if folder.is_dir()
+             for p in folder.iterdir() if p.is_file() and is_temp_file(p)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _json_scalar(value: Any) -> Any:
@@ -143,3 +183,82 @@ def figures_dir(run_dir: Path) -> Path:
     path = Path(run_dir) / FIGURES
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ------------------------------------------------------------------------------------------ checking
+CONFIG = f"{HYDRA_DIR}/config.yaml"
+DAMAGED = "damaged"
+
+
+class RunCheck(NamedTuple):
+    """What a reader can say about a run directory: `status` (completed | diverged | failed |
+    incomplete | damaged), `problem` (the failed run's error, or the damaged file and why; "" if none),
+    and the metrics read (empty when metrics.json is absent or unreadable)."""
+
+    status: str
+    problem: str
+    metrics: dict
+
+
+def _check_config(run_dir: Path) -> str:
+    path = Path(run_dir) / CONFIG
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        return f"{CONFIG}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+    return "" if isinstance(loaded, dict) and loaded else f"{CONFIG}: {'empty' if not loaded else 'not a mapping'}"
+
+
+def _check_metrics(run_dir: Path) -> tuple[dict, str]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return {}, ""
+    try:
+        text = path.read_text()
+        metrics = json.loads(text)
+    except (OSError, UnicodeDecodeError) as err:
+        return {}, f"{METRICS}: unreadable ({type(err).__name__})"
+    except json.JSONDecodeError as err:
+        what = "empty" if not text.strip() else f"truncated or invalid JSON ({err.msg}, line {err.lineno} col {err.colno})"
+        return {}, f"{METRICS}: {what}"
+    return (metrics, "") if isinstance(metrics, dict) else ({}, f"{METRICS}: not a JSON object")
+
+
+def _check_arrays(path: Path) -> str:
+    """"" if the .npz opens and every member's CRC matches (a truncated zip loses its directory)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        return f"{path.name}: unreadable ({type(err).__name__}: {err})"
+    return f"{path.name}: member {bad} is corrupt" if bad else ""
+
+
+def _check_history(path: Path) -> str:
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as err:
+        return f"{path.name}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+    return ""
+
+
+def check_run(run_dir: Path) -> RunCheck:
+    """Classify a run directory without loading its arrays: every file a finished run holds is opened
+    (config and metrics parsed, parquet footer read, npz members CRC-checked); the first unreadable
+    one makes the run `damaged`. A `failed` record wins over DONE; no DONE means `incomplete`."""
+    run_dir = Path(run_dir)
+    problem = _check_config(run_dir)
+    metrics, metrics_problem = _check_metrics(run_dir)
+    problem = problem or metrics_problem
+    if problem:
+        return RunCheck(DAMAGED, problem, metrics)
+    if metrics.get("status") == "failed":
+        return RunCheck("failed", str(metrics.get("error") or ""), metrics)
+    if not is_done(run_dir):
+        return RunCheck("incomplete", "no DONE: still running, or stopped before the end", metrics)
+    if not metrics:
+        return RunCheck(DAMAGED, f"{METRICS}: missing although DONE exists", metrics)
+    for name, check in ((HISTORY, _check_history), (PARAMS, _check_arrays), (ANALYSIS, _check_arrays)):
+        if (run_dir / name).exists() and (problem := check(run_dir / name)):
+            return RunCheck(DAMAGED, problem, metrics)
+    return RunCheck(str(metrics.get("status") or "completed"), "", metrics)

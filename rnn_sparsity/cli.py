@@ -7,7 +7,12 @@ allowed; unknown keys and unknown group options are refused by Hydra itself when
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import hydra
@@ -74,8 +79,42 @@ def app(cfg: DictConfig) -> float | None:
     return metrics.get("final_loss")  # what an optimising sweeper would minimise
 
 
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+GRACE_S = 2.0  # how long an interrupted main thread may take to unwind before the process ends anyway
+
+
+def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
+    """Make Ctrl-C end the process with code 130 and one line, also during XLA compilation.
+
+    Python runs its SIGINT handler (KeyboardInterrupt) only between bytecodes, so while the main
+    thread is inside a long C++ call (compiling) nothing happens, and a second Ctrl-C tearing the
+    interpreter down under running XLA threads segfaults. Here the C-level handler also writes the
+    signal to a socket (signal.set_wakeup_fd); a daemon thread waiting on it gives the main thread
+    `grace_s` to unwind through KeyboardInterrupt, then ends the process itself with os._exit(130).
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while reader.recv(1) != bytes([signal.SIGINT]):
+            pass
+        time.sleep(grace_s)
+        print("rnn-sparsity: interrupted", file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED)
+
+    threading.Thread(target=watch, name="sigint-watch", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main() -> None:
-    app()
+    exit_on_interrupt()
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("rnn-sparsity: interrupted", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)  # not a normal exit: XLA's threads may still be running
 
 
 if __name__ == "__main__":

@@ -376,8 +376,31 @@ TASK_SIZES = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: t
 TASK_CONDITIONS = {"sine_wave": lambda task: task.n_freqs, "flipflop": lambda task: 1}
 
 
+def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) of every scalar in a config container (lists indexed: key[0])."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for name, value in items:
+        key = f"{prefix}.{name}" if isinstance(node, dict) and prefix else (
+            f"{prefix}[{name}]" if not isinstance(node, dict) else str(name))
+        if isinstance(value, (dict, list)):
+            yield from _leaves(value, key)
+        else:
+            yield key, value
+
+
+def _validate_scalars(cfg: DictConfig) -> None:
+    """Checks that hold for every key of every component: floats are finite (NaN and ±inf would only
+    show up as a diverged or failed run after compiling), seeds are >= 0."""
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if isinstance(value, float):
+            _check(math.isfinite(value), key, value, "must be a finite number (not nan or inf)")
+        if key.rsplit(".", 1)[-1].endswith("seed") and isinstance(value, int) and not isinstance(value, bool):
+            _check(value >= 0, key, value, "must be >= 0")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every range before any compute; raise ConfigError on the first bad value."""
+    _validate_scalars(cfg)
     _one_of(cfg, "precision", ("float32", "float64"))
     _one_of(cfg, "model.name", tuple(MODEL_CHECKS))
     _one_of(cfg, "task.name", tuple(TASK_CHECKS))

@@ -6,9 +6,11 @@ seed), so the runs of a sweep that share shapes in one process share one compila
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -25,7 +27,7 @@ from .analysis.dynamics import DynamicsSettings, FixedPointTracker, analyse_dyna
 from .analysis.eigen import SpectrumTracker, eigenvalues
 from .analysis.sparsity import sparsity_metrics
 from .compile_cache import enable_compilation_cache
-from .config import validate
+from .config import ConfigError, validate
 from .models import make_model
 from .optimizers import make_stages
 from .regularizers import make_regularizer
@@ -81,6 +83,74 @@ def _trainer(key: str) -> Trainer:
 def make_trainer(cfg: DictConfig) -> Trainer:
     """The trainer for cfg's static part (cached); set_precision(cfg.precision) must come first."""
     return _trainer(static_key(cfg))
+
+
+GIB = 1024**3
+BACKWARD_FACTOR = 4  # trajectory copies alive in the backward pass: states, rates, adjoints, gradients of the drive
+
+
+def available_memory() -> tuple[int | None, str]:
+    """(bytes a run may use, where): an accelerator's memory limit, else the host's MemAvailable."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"{device.platform} memory"
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        return int(next(line for line in lines if line.startswith("MemAvailable:")).split()[1]) * 1024, "available RAM"
+    return None, "memory"
+
+
+def memory_estimate(trainer: Trainer, hyper: dict) -> dict[str, int]:
+    """Bytes one run needs, from shapes alone (jax.eval_shape: nothing is allocated or compiled):
+    parameters with their gradient, initial, best and mask copies; the largest stage's optimizer state;
+    the forward trajectory (outputs and states of model.apply) kept for the backward pass, per
+    minibatch when optimizer.batch_size > 0."""
+    state = jax.eval_shape(trainer.init, jax.random.key(0), hyper)
+    objective = trainer.objective(state.mask, hyper)
+    optimizer = max(nbytes(jax.eval_shape(lambda p, stage=stage: stage.init(p, hyper, objective), state.params))
+                    for stage in trainer.stages)
+    inputs = jax.ShapeDtypeStruct(trainer.task.inputs.shape, trainer.dtype)
+    trajectory = nbytes(jax.eval_shape(trainer.model.apply, state.params, inputs))
+    if trainer.batch_size:
+        trajectory = trajectory * trainer.batch_size // trainer.n_train
+    return {"parameters": 5 * nbytes(state.params), "optimizer state": optimizer,
+            "trajectory": BACKWARD_FACTOR * trajectory}
+
+
+def nbytes(tree) -> int:
+    return int(sum(np.prod(leaf.shape, dtype=np.int64) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)))
+
+
+SIZE_KEYS = ("model.n_units", "model.sizes", "model.channels")  # the model keys that set the parameter count
+
+
+def check_resources(trainer: Trainer, cfg: DictConfig, hyper: dict) -> None:
+    """Refuse, before anything compiles, a run that cannot work: a structural sparsity that leaves a
+    masked parameter (J) with less than one free entry on average, or a run whose memory estimate
+    exceeds what the machine has. Raises ConfigError naming the key."""
+    state = jax.eval_shape(trainer.init, jax.random.key(0), hyper)
+    s = float(OmegaConf.select(cfg, "model.sparsity", default=0.0))
+    for name in trainer.model.masked:
+        free = (1.0 - s) * int(np.prod(state.params[name].shape))
+        if free < 1:
+            raise ConfigError("model.sparsity", s, f"leaves {name} {tuple(state.params[name].shape)} with "
+                              f"{free:.3g} free entries on average: (1 - s) x {name}.size must be >= 1")
+    parts = memory_estimate(trainer, hyper)
+    available, where = available_memory()
+    if available is None or sum(parts.values()) <= available:
+        return
+    if parts["trajectory"] >= parts["parameters"] + parts["optimizer state"]:
+        key = "optimizer.batch_size"
+        advice = "set a smaller optimizer.batch_size (minibatches) or a shorter task"
+    else:
+        key = next((k for k in SIZE_KEYS if OmegaConf.select(cfg, k) is not None), "model")
+        advice = f"use a smaller {key}"
+    detail = ", ".join(f"{name} {size / GIB:.3g}" for name, size in parts.items())
+    value = OmegaConf.select(cfg, key) if key != "model" else cfg.model.name
+    raise ConfigError(key, value if not OmegaConf.is_config(value) else list(value),
+                      f"needs an estimated {sum(parts.values()) / GIB:.3g} GiB ({detail}) but "
+                      f"{available / GIB:.3g} GiB of {where} is free: {advice}")
 
 
 def hyper_values(cfg: DictConfig, dtype) -> dict[str, jax.Array]:
@@ -153,8 +223,9 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
             if len(chunk["loss"]):
                 bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
             bar.update(len(chunk["step"]))
-        for sampler in samplers:
-            sampler.sample(int(state.step), state.params)
+        if all(np.all(np.isfinite(np.asarray(v))) for v in state.params.values()):
+            for sampler in samplers:  # a diverged step may have left NaN/inf in params: nothing to sample
+                sampler.sample(int(state.step), state.params)
         if bool(state.diverged):
             log.warning("run diverged at step %d", int(state.diverged_step))
             break
@@ -314,11 +385,29 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     run_dir = Path(run_dir)
     artifacts.clear_done(run_dir)
+    artifacts.remove_temp_files(run_dir)
     try:
         return _run(cfg, run_dir)
+    except ConfigError:
+        raise  # refused before any compute (check_resources): nothing ran, the CLI says why (exit 2)
     except Exception as err:
-        artifacts.write_metrics(run_dir, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        record_failure(run_dir, err)
         raise
+
+
+def record_failure(run_dir: Path, err: BaseException) -> None:
+    """metrics.json := {status: failed, error}. If that cannot be written either (a full disk), no
+    metrics.json that says completed is left behind (the run then reads as incomplete) and stderr
+    says why; the original error is raised by the caller either way."""
+    reason = f"{type(err).__name__}: {err}"
+    try:
+        artifacts.clear_done(run_dir)
+        artifacts.write_metrics(run_dir, {"status": "failed", "error": reason})
+    except Exception as write_error:  # noqa: BLE001 (reported, then the run's own error is raised)
+        with contextlib.suppress(OSError):
+            (run_dir / artifacts.METRICS).unlink(missing_ok=True)
+        print(f"rnn-sparsity: could not record the failure in {run_dir / artifacts.METRICS} "
+              f"({type(write_error).__name__}: {write_error}); the run failed with {reason}", file=sys.stderr)
 
 
 def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -327,6 +416,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     set_precision(cfg.precision)
     trainer = make_trainer(cfg)
     hyper = hyper_values(cfg, trainer.dtype)
+    check_resources(trainer, cfg, hyper)
     key = jax.random.key(cfg.seed)
     samplers = [fixed_point_tracker(trainer, cfg)] if cfg.analysis.enabled and cfg.analysis.track_tasks else []
     losses = LossTracker(trainer) if cfg.analysis.enabled and trainer.task.test_inputs is not None else None

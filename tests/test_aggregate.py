@@ -46,7 +46,7 @@ def test_load_runs_one_row_per_run_with_config_metrics_and_bookkeeping(tmp_path,
     runs = load_runs([tmp_path])
 
     assert len(runs) == len(STRENGTHS) * len(SPARSITIES) * len(SEEDS) + 1
-    assert list(runs.columns[:3]) == ["run_dir", "status", "overrides"]
+    assert list(runs.columns[:4]) == ["run_dir", "status", "problem", "overrides"]
     assert set(runs["regularizer.strength"]) == set(STRENGTHS)
     assert set(runs["model.sparsity"]) == set(SPARSITIES)
     assert (runs["model.n_units"] == 8).all()

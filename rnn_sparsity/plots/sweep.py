@@ -68,9 +68,20 @@ def sorted_values(column: pd.Series) -> list:
     return sorted(column.dropna().unique())
 
 
+def interval_label(sizes: pd.Series) -> str:
+    """What a point of a metric figure is: the runs per point and, where there are two or more, the CI."""
+    if sizes.empty or sizes.max() < 2:
+        return "one run per point, no interval"
+    if sizes.min() >= 2:
+        return f"mean, 95% CI over {sizes.min()} runs" if sizes.min() == sizes.max() else \
+            f"mean, 95% CI over {sizes.min()}-{sizes.max()} runs"
+    return "mean; 95% CI where a point has 2 or more runs"
+
+
 def metric_figure(runs: pd.DataFrame, metric: str, key: str, hue: str | None = None) -> Figure:
-    """`metric` against `key`: mean over seeds with a bootstrapped 95% CI, one line per value of `hue`;
-    bars side by side when `key` is categorical (a regularizer's name, an activation).
+    """`metric` against `key`: mean over seeds with a bootstrapped 95% CI (only where a point has two
+    runs or more, and the title says so), one line per value of `hue`; bars side by side when `key` is
+    categorical (a regularizer's name, an activation).
 
     The bootstrap is seeded so that redrawing from the same runs gives the same figure.
     """
@@ -81,17 +92,19 @@ def metric_figure(runs: pd.DataFrame, metric: str, key: str, hue: str | None = N
         data = data.assign(**{hue: data[hue].map(format_value)})
         hue_options = {"hue": hue, "hue_order": [format_value(v) for v in sorted_values(runs[hue])]}
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    sizes = data.groupby([key, *([hue] if hue else [])], dropna=False).size()
+    errorbar = ("ci", 95) if not sizes.empty and sizes.max() >= 2 else None  # no interval from one run
     if is_numeric_dtype(runs[key]):
-        sns.lineplot(data=data, x=key, y=metric, marker="o", errorbar=("ci", 95), seed=0, ax=ax, **hue_options)
+        sns.lineplot(data=data, x=key, y=metric, marker="o", errorbar=errorbar, seed=0, ax=ax, **hue_options)
     else:
-        sns.barplot(data=data, x=key, y=metric, order=sorted_values(runs[key]), errorbar=("ci", 95), seed=0,
+        sns.barplot(data=data, x=key, y=metric, order=sorted_values(runs[key]), errorbar=errorbar, seed=0,
                     ax=ax, **hue_options)
     positive = pd.to_numeric(data[key], errors="coerce").loc[lambda x: x > 0]
     if key.endswith("strength") and not positive.empty:
         ax.set_xscale("symlog", linthresh=float(positive.min()))
     if metric.endswith("loss") and (data[metric] > 0).all():
         ax.set_yscale("log")  # losses of a sweep span decades
-    ax.set_title(f"{metric} vs {key} (mean, 95% CI over seeds)", fontsize=10)
+    ax.set_title(f"{metric} vs {key} ({interval_label(sizes)})", fontsize=10)
     return fig
 
 
