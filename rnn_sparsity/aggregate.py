@@ -129,7 +129,8 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     hydra_cfg = OmegaConf.load(Path(sweep_dir) / MULTIRUN_FILE).hydra
     if "basic_sweeper" not in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")):
         return None
-    params = OmegaConf.to_container(hydra_cfg.sweeper.get("params") or {}, resolve=False)
+    params = hydra_cfg.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
     parsed = OverridesParser.create().parse_overrides(arguments)
     return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
