@@ -3,8 +3,24 @@
 A run directory is any folder holding `.hydra/config.yaml`, at any depth below the given folders (Hydra's
 multirun lays them out as multirun/DATE/TIME/N/); folders named `aggregate` (this tool's output) are
 skipped. Each run becomes one row: its config flattened to dotted columns (`regularizer.strength`), every
-metric, and `run_dir`, `status`, `overrides`. Everything is read from disk, so the tool can be rerun at any
-time, also while a sweep is still going: runs without DONE are reported as incomplete, never fatal.
+metric, and `run_dir`, `status`, `problem`, `overrides`. Everything is read from disk, so the tool can be
+rerun at any time, also while a sweep is still going. Nothing it finds is fatal: each run gets a class
+(`status`) and, unless it completed, a reason (`problem`):
+
+  completed   DONE exists and every file opens
+  diverged    finished, but training hit NaN/Inf (metrics.json says "diverged")
+  failed      the run recorded its error in metrics.json; the error is the reason
+  incomplete  no DONE and not failed: still running, or stopped before the end
+  damaged     .hydra/config.yaml, metrics.json, history.parquet, params.npz or analysis.npz is empty or
+              unreadable; the reason names the file and why ("metrics.json: truncated or invalid JSON ...")
+  missing     a job of a sweep without a run directory: the sweep dir's multirun.yaml (written by Hydra
+              when the sweep starts) is expanded into its jobs as Hydra's basic sweeper does, and each job
+              number is looked for among the sweep's run dirs (`hydra.job.num`, else the folder name)
+
+The printed report lists every run that did not complete with its class and reason, and counts each class.
+Damaged and missing rows are never plotted and never make a key "swept"; keys that do not change
+results (NON_RESULT_KEYS, hydra.*) never do either. Files named `.*.tmp` (left by a killed atomic
+write) are never read.
 
 Writes into OUT (default `<first DIR>/aggregate`): runs.parquet, runs.csv, summary.csv and figures/*.png,
 and prints the summary table with the runs that did not complete. When the runs counted fixed points
@@ -19,19 +35,17 @@ and prints the summary table with the runs that did not complete. When the runs 
 from __future__ import annotations
 
 import argparse
-import itertools
 from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from rnn_sparsity.artifacts import DAMAGED, HYDRA_DIR, check_run, read_overrides
+from rnn_sparsity.artifacts import DAMAGED, HYDRA_DIR, check_run, read_job_number, read_overrides
 from rnn_sparsity.plots.rebound import power_law_fits
 from rnn_sparsity.plots.run import save_figure
 from rnn_sparsity.plots.sweep import draw_sweep_figures, format_cell, table_figure
@@ -136,21 +150,40 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
 
 
-def missing_jobs(paths: Iterable[Path | str], runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def sweep_dirs(paths: Iterable[Path | str]) -> list[Path]:
+    """Every sweep dir (holding Hydra's multirun.yaml) at any depth below `paths`."""
+    return sorted({record.parent.resolve() for root in map(Path, paths) for record in root.rglob(MULTIRUN_FILE)})
+
+
+def owning_sweep(run_dir: Path, sweeps: Sequence[Path]) -> Path | None:
+    """The innermost sweep dir that holds `run_dir`, so a sweep nested in another owns its own runs."""
+    holders = [sweep for sweep in sweeps if run_dir.is_relative_to(sweep)]
+    return max(holders, key=lambda sweep: len(sweep.parts), default=None)
+
+
+def missing_jobs(paths: Iterable[Path | str], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """A row (status "missing", its job number and overrides) for every job of a sweep below `paths`
-    that has no run directory: Hydra's sweep never started it, or its directory was lost."""
-    present = {frozenset(row["overrides"].split()) for row in runs}
+    whose number no run dir of that sweep carries: Hydra never started it, or its directory was lost.
+
+    Matched by job number within each sweep, never by overrides: the same grid in another sweep does
+    not stand in for a lost job, and a run whose .hydra files a full disk emptied is still found.
+    """
+    sweeps = sweep_dirs(paths)
+    present: dict[Path, set[int | None]] = {sweep: set() for sweep in sweeps}
+    for run_dir in map(Path, run_dirs):
+        if (sweep := owning_sweep(run_dir.resolve(), sweeps)) is not None:
+            present[sweep].add(read_job_number(run_dir))
     rows = []
-    for record in sorted({p.resolve() for root in map(Path, paths) for p in root.rglob(MULTIRUN_FILE)}):
+    for sweep in sweeps:
         try:
-            jobs = expected_jobs(record.parent)
+            jobs = expected_jobs(sweep)
         except Exception as err:  # noqa: BLE001 (an unreadable sweep record is reported, not fatal)
-            rows.append({"run_dir": str(record), "status": DAMAGED, "overrides": "",
+            rows.append({"run_dir": str(sweep / MULTIRUN_FILE), "status": DAMAGED, "overrides": "",
                          "problem": f"{MULTIRUN_FILE}: unreadable ({type(err).__name__})"})
             continue
         for number, job in enumerate(jobs or []):
-            if frozenset(job) not in present:
-                rows.append({"run_dir": str(record.parent / str(number)), "status": MISSING,
+            if number not in present[sweep]:
+                rows.append({"run_dir": str(sweep / str(number)), "status": MISSING,
                              "overrides": " ".join(job), "problem": f"job {number} of the sweep has no run directory"})
     return rows
 
@@ -163,8 +196,8 @@ def load_runs(paths: Iterable[Path | str] | Path | str) -> pd.DataFrame:
     >>> runs[runs.status == "completed"].groupby("regularizer.strength")["sparsity"].mean()
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    rows = [load_run(run_dir) for run_dir in find_run_dirs(paths)]
-    runs = pd.DataFrame(rows + missing_jobs(paths, rows))
+    run_dirs = find_run_dirs(paths)
+    runs = pd.DataFrame([load_run(run_dir) for run_dir in run_dirs] + missing_jobs(paths, run_dirs))
     front = [column for column in BOOKKEEPING if column in runs]
     return runs[front + [column for column in runs if column not in front]]
 

@@ -262,3 +262,18 @@ def check_run(run_dir: Path) -> RunCheck:
         if (run_dir / name).exists() and (problem := check(run_dir / name)):
             return RunCheck(DAMAGED, problem, metrics)
     return RunCheck(str(metrics.get("status") or "completed"), "", metrics)
+
+
+HYDRA_RECORD = f"{HYDRA_DIR}/hydra.yaml"
+
+
+def read_job_number(run_dir: Path) -> int | None:
+    """Hydra's number of the job that made a run (`hydra.job.num` in .hydra/hydra.yaml), else the
+    directory's name when it is a number (Hydra's default subdir), else None. Never raises: a full
+    disk can leave hydra.yaml empty, and the job still has to be found."""
+    run_dir = Path(run_dir)
+    with suppress(OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: hydra.yaml is long
+        number = yaml.load((run_dir / HYDRA_RECORD).read_text(), Loader=loader)["hydra"]["job"]["num"]
+        return int(number)
+    return int(run_dir.name) if run_dir.name.isdigit() else None

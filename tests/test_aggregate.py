@@ -1,14 +1,19 @@
-"""rnn-sparsity-aggregate on synthetic run directories: discovery, the runs table, swept keys, statuses, CLI."""
+"""rnn-sparsity-aggregate on synthetic run directories: discovery, the runs table, swept keys, statuses,
+the summary's spread, when a figure claims a CI, per-parameter duplicates, CLI, the notebook import."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from rnn_sparsity.aggregate import find_run_dirs, load_runs, main, swept_keys
+from rnn_sparsity.aggregate import find_run_dirs, load_runs, main, metric_columns, summarize, swept_keys
+from rnn_sparsity.plots.sweep import metric_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STRENGTHS = (0.0, 0.01, 0.1)
@@ -156,3 +161,68 @@ def test_config_interpolations_resolve_except_hydra_only_ones(tmp_path, syntheti
 
     assert run["task.n_outputs"] == 8
     assert run["output_dir"] == "${hydra:runtime.output_dir}"
+
+
+def test_summary_gives_mean_std_and_n_over_the_completed_seeds(tmp_path, synthetic_run):
+    write_grid(tmp_path, synthetic_run)
+    synthetic_run(tmp_path / "extra" / "0", strength=0.1, sparsity=0.5, seed=2, status="failed")
+
+    summary = summarize(load_runs([tmp_path]), ["regularizer.strength", "model.sparsity"])
+
+    row = summary[(summary["regularizer.strength"] == 0.1) & (summary["model.sparsity"] == 0.5)].iloc[0]
+    losses = [1e-3 * (1 + 1 + 0.5) + 1e-5 * seed for seed in SEEDS]  # the failed seed 2 has none
+    assert (row["runs"], row["completed"], row["n_final_loss"]) == (3, 2, 2)
+    assert row["mean_final_loss"] == pytest.approx(sum(losses) / 2)
+    assert row["std_final_loss"] == pytest.approx(pd.Series(losses).std(ddof=1))
+    assert (summary["n_sparsity"] == len(SEEDS)).all()
+
+
+@pytest.mark.parametrize("key", ["regularizer.strength", "regularizer.name"])  # a line plot, a bar plot
+def test_a_figure_draws_and_names_a_ci_only_where_a_point_has_two_runs(tmp_path, synthetic_run, key):
+    for n, (strength, seed) in enumerate([(0.0, 0), (0.1, 0), (0.0, 1), (0.1, 1)]):
+        synthetic_run(tmp_path / str(n), strength=strength, seed=seed)
+    runs = load_runs([tmp_path])
+    runs["regularizer.name"] = runs["regularizer.strength"].map({0.0: "none", 0.1: "l1"})
+
+    one_seed = metric_figure(runs[runs["seed"] == 0], "final_loss", key).axes[0]
+    two_seeds = metric_figure(runs, "final_loss", key).axes[0]
+
+    def intervals(ax):  # a line plot's CI band, a bar plot's error bars
+        return len(ax.collections) + len(ax.lines) if key == "regularizer.name" else len(ax.collections)
+
+    assert intervals(one_seed) == 0 and "CI" not in one_seed.get_title() and "one run" in one_seed.get_title()
+    assert intervals(two_seeds) > 0 and "95% CI over 2 runs" in two_seeds.get_title()
+
+
+def test_keys_that_do_not_change_results_are_never_swept(tmp_path, synthetic_run):
+    for n, strength in enumerate(STRENGTHS):
+        run_dir = synthetic_run(tmp_path / str(n), strength=strength,
+                                overrides=[f"regularizer.strength={strength}", f"progress={n == 0}"])
+        config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        config.progress, config.analysis.figures = n == 0, n != 1
+        OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+
+    assert swept_keys(load_runs([tmp_path])) == ["regularizer.strength"]
+
+
+def test_a_per_parameter_metric_equal_to_the_global_one_gets_no_figure(tmp_path, synthetic_run):
+    for n, strength in enumerate(STRENGTHS):
+        run_dir = synthetic_run(tmp_path / str(n), strength=strength)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics["sparsity/J"] = metrics["sparsity"]  # the run regularises J alone
+        metrics["sparsity/B"] = 0.1 * n  # another parameter differs: worth its own figure
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+    columns = metric_columns(load_runs([tmp_path]))
+
+    assert "sparsity" in columns and "sparsity/B" in columns and "sparsity/J" not in columns
+
+
+def test_importing_the_package_stays_light_and_load_runs_comes_on_first_use():
+    code = "import sys, rnn_sparsity; heavy = {'matplotlib', 'jax', 'pandas'} & set(sys.modules); assert not heavy, heavy"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+    from rnn_sparsity import load_runs as notebook_load_runs
+
+    assert notebook_load_runs is load_runs  # the function that writes runs.parquet

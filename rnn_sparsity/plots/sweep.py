@@ -2,8 +2,9 @@
 
 `draw_sweep_figures` writes, for completed runs only:
 
-  <metric>_vs_<key>.png   a metric against a swept key: mean and 95% CI over seeds, coloured by another
-                          swept key when there is one; symlog x for `...strength` keys (λ = 0 included)
+  <metric>_vs_<key>.png   a metric against a swept key: mean and 95% CI over seeds (drawn and named in the
+                          title only where a point has 2 runs or more), coloured by another swept key when
+                          there is one; symlog x for `...strength` keys (λ = 0 included)
   spectra_by_<key>.png    for key in SPECTRUM_SWEEPS: one complex-plane panel per swept value, eigenvalues
                           of J over training coloured by step on one shared colour scale and shared limits
   fp_eigenvalue_evolution_by_<key>.png
