@@ -15,6 +15,7 @@ entry is never used; it is trimmed (least recently used first) to MAX_BYTES.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import jax
@@ -48,7 +49,12 @@ def enable_compilation_cache(setting: str = "auto") -> Path | None:
     if folder is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only home, say: run without the cache rather than not at all
+        warnings.warn(f"compilation cache off: cannot create {folder} ({err})", stacklevel=2)
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
