@@ -101,3 +101,13 @@ def _write_outputs(run_dir, strength, sparsity, seed, status, analysis) -> None:
 @pytest.fixture
 def synthetic_run():
     return make_synthetic_run
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close every figure a test left open: the tests that count open figures (a drawing function must
+    close what it saves) may run after any other test in the same process (pytest -n auto)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
