@@ -388,14 +388,19 @@ def _leaves(node: Any, prefix: str = ""):
             yield key, value
 
 
+KEY_SEEDS = 2**32  # JAX keeps 32 bits of a seed without x64: seed=2**32 would silently be seed=0
+
+
 def _validate_scalars(cfg: DictConfig) -> None:
     """Checks that hold for every key of every component: floats are finite (NaN and ±inf would only
-    show up as a diverged or failed run after compiling), seeds are >= 0."""
+    show up as a diverged or failed run after compiling), seeds are >= 0, and the run's PRNG seed is
+    below 2**32 (JAX keeps only its low 32 bits in float32 runs and overflows beyond int64)."""
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
         if isinstance(value, float):
             _check(math.isfinite(value), key, value, "must be a finite number (not nan or inf)")
         if key.rsplit(".", 1)[-1].endswith("seed") and isinstance(value, int) and not isinstance(value, bool):
             _check(value >= 0, key, value, "must be >= 0")
+    _check(cfg.seed < KEY_SEEDS, "seed", cfg.seed, f"must be < 2**32 = {KEY_SEEDS} (JAX keeps 32 bits of a seed)")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from helpers import compose_cfg
 from hydra.errors import ConfigCompositionException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError
 
 import rnn_sparsity
@@ -92,3 +92,49 @@ def test_activity_penalty_needs_a_model_with_rates():
     assert info.value.key == "regularizer.activity" and "model=mlp" in str(info.value)
 
 
+@pytest.mark.parametrize("override,key,allowed", [
+    ("regularizer.strength=inf", "regularizer.strength", "finite"),
+    ("regularizer.strength=-inf", "regularizer.strength", "finite"),
+    ("optimizer.lr=inf", "optimizer.lr", "finite"),
+    ("optimizer.lr=nan", "optimizer.lr", "finite"),
+    ("analysis.fixed_points.perturbation_std=inf", "analysis.fixed_points.perturbation_std", "finite"),
+    ("analysis.fixed_points.tol=nan", "analysis.fixed_points.tol", "finite"),
+    ("seed=-1", "seed", ">= 0"),
+    ("seed=4294967296", "seed", "< 2**32"),
+])
+def test_non_finite_floats_and_bad_seeds_are_refused(override, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg(override))
+    assert info.value.key == key and allowed in info.value.allowed
+
+
+def test_a_task_seed_below_zero_is_refused_like_the_run_seed():
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg("task=flipflop", "task.data_seed=-1", tiny=False))
+    assert info.value.key == "task.data_seed"
+    validate(compose_cfg("seed=4294967295"))  # the largest seed JAX keeps apart from the others
+
+
+def float_keys(node, prefix=""):
+    """Dotted keys of every float in a config container (the keys the generic walk must cover)."""
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from float_keys(value, f"{key}.")
+        elif isinstance(value, float):
+            yield key
+
+
+@pytest.mark.parametrize("group,option", group_options())
+def test_every_float_key_of_every_option_refuses_nan_and_inf(group, option):
+    """No per-key list: set each float the composed config has to inf, -inf and nan in turn."""
+    cfg = compose_cfg(f"{group}={option}", *COMPANIONS.get((group, option), []), tiny=False)
+    keys = list(float_keys(OmegaConf.to_container(cfg, resolve=True)))
+    assert "optimizer.lr" in keys and "analysis.fixed_points.perturbation_std" in keys
+    for key in keys:
+        for bad in (float("inf"), float("-inf"), float("nan")):
+            broken = cfg.copy()
+            OmegaConf.update(broken, key, bad)
+            with pytest.raises(ConfigError) as info:
+                validate(broken)
+            assert info.value.key == key and "finite" in info.value.allowed
