@@ -1,6 +1,5 @@
 """Run-directory files: modes follow the umask; a write killed outright leaves nothing to trip on."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,32 +12,40 @@ import pytest
 from rnn_sparsity import artifacts
 
 WRITE_ALL = r"""
-import sys
+import os, sys
+os.umask(int(sys.argv[2], 8))  # before artifacts reads it (at import), as a shell's umask would be
 import numpy as np, pandas as pd
 from rnn_sparsity import artifacts
 d = sys.argv[1]
 artifacts.write_metrics(d, {"status": "completed"})
 artifacts.write_history(d, pd.DataFrame({"step": [0, 1], "loss": [1.0, 0.5]}))
 artifacts.write_arrays(f"{d}/analysis.npz", {"x": np.arange(3)})
+artifacts.write_params(d, {"J": np.eye(2)})
 artifacts.mark_done(d)
+with open(f"{d}/plain.txt", "w"):  # what a plain open() gives under the same umask
+    pass
 """
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_files_get_the_mode_open_would_give_under_the_umask(tmp_path, umask, mode):
-    subprocess.run([sys.executable, "-c", WRITE_ALL, str(tmp_path)], check=True, timeout=60,
-                   preexec_fn=lambda: os.umask(umask))
+    subprocess.run([sys.executable, "-c", WRITE_ALL, str(tmp_path), oct(umask)], check=True, timeout=60)
     written = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
-    assert written == dict.fromkeys(["metrics.json", "history.parquet", "analysis.npz", "DONE"], mode)
+    names = ["metrics.json", "history.parquet", "analysis.npz", "params.npz", "DONE", "plain.txt"]
+    assert written == dict.fromkeys(names, mode)
 
 
 KILLED_WRITE = r"""
 import sys, numpy as np
 from rnn_sparsity import artifacts
-big = {f"a{i}": np.random.default_rng(i).normal(size=(1000, 1000)) for i in range(40)}
+big = {f"a{i}": np.random.default_rng(i).normal(size=(1000, 1000)) for i in range(8)}  # ~2 s to compress
 print("writing", flush=True)
 artifacts.write_arrays(sys.argv[1], big)
 """
+
+
+def temp_files(folder):
+    return [p for p in folder.iterdir() if artifacts.is_temp_file(p)]
 
 
 def test_a_write_killed_midway_keeps_the_old_file_and_its_temp_file_is_cleared(tmp_path):
@@ -47,12 +54,13 @@ def test_a_write_killed_midway_keeps_the_old_file_and_its_temp_file_is_cleared(t
     proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(target)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     deadline = time.time() + 60
-    while not [p for p in tmp_path.iterdir() if artifacts.is_temp_file(p)] and time.time() < deadline:
-        time.sleep(0.01)
+    while not any(p.stat().st_size for p in temp_files(tmp_path)) and time.time() < deadline:
+        time.sleep(0.01)  # until the temp file holds part of the archive: killed mid-write
     proc.send_signal(signal.SIGKILL)  # no finally, no cleanup: as a lost node or the OOM killer
     proc.wait(timeout=30)
-    (leftover,) = [p for p in tmp_path.iterdir() if artifacts.is_temp_file(p)]
-    assert leftover.name.startswith(".analysis.npz.")
+    assert proc.returncode == -signal.SIGKILL  # killed, not finished
+    (leftover,) = temp_files(tmp_path)
+    assert leftover.name.startswith(".analysis.npz.") and leftover.stat().st_size > 0
 
     assert artifacts.read_arrays(target)["old"].tolist() == [0, 1, 2, 3]  # the previous file is intact
     assert artifacts.check_run(tmp_path).problem != ""  # no config: reported, but not because of the temp file

@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from helpers import TINY, compose_cfg
+from omegaconf import OmegaConf
 
 from rnn_sparsity import artifacts
+from rnn_sparsity.analysis.eigen import SpectrumTracker
 from rnn_sparsity.experiment import record_failure, run
 
 
@@ -92,12 +95,30 @@ def test_the_console_script_exits_2_end_to_end(tmp_path):
         "rnn-sparsity: error: invalid config value optimizer.lr=inf: must be a finite number (not nan or inf)"]
 
 
-def test_a_loss_blowing_up_at_the_first_step_is_diverged_not_failed(tmp_path):
-    metrics = run(compose_cfg("optimizer.lr=1e30", "analysis.figures=true"), tmp_path)
-    assert metrics["status"] == "diverged"
-    assert metrics["diverged_step"] <= 1
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
-    assert (tmp_path / "DONE").exists()
+@pytest.mark.parametrize("override,step", [
+    ("optimizer.lr=1e30", 1),  # the first update throws J to ~1e30: the loss after it is inf
+    ("model.gain=1e30", 0),  # the loss is NaN at the initial parameters already
+])
+def test_a_loss_blowing_up_at_the_first_step_is_diverged_not_failed(tmp_path, override, step):
+    cfg = compose_cfg(override, "analysis.figures=true")
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # as Hydra records it, for check_run
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "diverged" and metrics["diverged_step"] == step
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["status"] == "diverged" and written["stages"] == "adam" and written["steps"] == step + 1
+    assert "error" not in written
+    eig = artifacts.read_arrays(tmp_path / "analysis.npz")
+    assert eig["eig_steps"][0] == 0 and np.isfinite(eig["eig_values"]).all()  # only finite J were sampled
+    assert (tmp_path / "DONE").exists() and artifacts.check_run(tmp_path).status == "diverged"
+
+
+def test_the_spectrum_sampler_skips_a_non_finite_matrix():
+    tracker = SpectrumTracker()
+    tracker.sample(0, np.eye(3))
+    tracker.sample(20, np.full((3, 3), np.nan))
+    tracker.sample(40, np.array([[np.inf, 0, 0], [0, 1, 0], [0, 0, 1]]))
+    assert tracker.arrays()["eig_steps"].tolist() == [0]
 
 
 def test_an_unwritable_failure_record_leaves_the_run_incomplete_and_says_why(tmp_path, capsys, monkeypatch):
@@ -129,7 +150,43 @@ def test_ctrl_c_during_compilation_exits_130_without_a_crash(tmp_path):
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, out + err
+    assert proc.returncode == 130, out + err  # not -11 / 139 (a segfault)
     assert time.perf_counter() - sent < 10
+    assert "compiled and ran lbfgs" not in out  # the signal came before that chunk's compile returned
     assert "rnn-sparsity: interrupted" in err and "Segmentation" not in err
     assert not (tmp_path / "DONE").exists()
+
+
+class FakeAccelerator:
+    """A device whose memory_stats say how much it holds, as jax's GPU and TPU devices do."""
+
+    platform = "gpu"
+
+    def __init__(self, limit: int, in_use: int):
+        self.stats = {"bytes_limit": limit, "bytes_in_use": in_use}
+
+    def memory_stats(self):
+        return self.stats
+
+
+def test_the_memory_estimate_counts_every_copy_and_is_checked_against_an_accelerator(monkeypatch):
+    from rnn_sparsity import experiment
+
+    experiment.set_precision("float32")
+    cfg = compose_cfg("optimizer=adam")
+    trainer = experiment.make_trainer(cfg)
+    hyper = experiment.hyper_values(cfg, trainer.dtype)
+    parts = experiment.memory_estimate(trainer, hyper)
+    n, steps, tasks = 16, round((4 + 24) / 0.2), 3  # TINY: 16 units, 140 Euler steps, 3 frequencies
+    param_bytes = 4 * (n * n + n + n + n + 1)  # J, B, b_x, w, b_z
+    assert parts["parameters"] == 5 * param_bytes  # θ, gradient, initial, best, mask
+    assert 2 * param_bytes <= parts["optimizer state"] < 3 * param_bytes  # Adam's two moments
+    assert parts["trajectory"] == experiment.BACKWARD_FACTOR * 4 * steps * tasks * (n + 1)  # states + outputs
+    minibatch = experiment.make_trainer(compose_cfg("optimizer=adam", "optimizer.batch_size=1"))
+    assert experiment.memory_estimate(minibatch, hyper)["trajectory"] == parts["trajectory"] // tasks
+
+    monkeypatch.setattr(experiment.jax, "devices", lambda: [FakeAccelerator(limit=10**6, in_use=9 * 10**5)])
+    assert experiment.available_memory() == (10**5, "gpu memory")
+    with pytest.raises(experiment.ConfigError) as info:
+        experiment.check_resources(trainer, cfg, hyper)
+    assert info.value.key == "optimizer.batch_size" and "of gpu memory is free" in info.value.allowed
