@@ -45,13 +45,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from rnn_sparsity.artifacts import DAMAGED, HYDRA_DIR, check_run, read_job_number, read_overrides
+from rnn_sparsity.artifacts import CONFIG, DAMAGED, check_run, read_job_number, read_overrides
 from rnn_sparsity.plots.rebound import power_law_fits
 from rnn_sparsity.plots.run import save_figure
 from rnn_sparsity.plots.sweep import draw_sweep_figures, format_cell, table_figure
 
 AGGREGATE_DIR = "aggregate"
-CONFIG_FILE = f"{HYDRA_DIR}/config.yaml"
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, written in the sweep dir when it starts
 BOOKKEEPING = ("run_dir", "status", "problem", "overrides", "error")
 MISSING = "missing"
@@ -84,7 +83,7 @@ def find_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
     """Every run directory (holding .hydra/config.yaml) at any depth below `paths`, outside `aggregate/`."""
     found = set()
     for root in map(Path, paths):
-        for config in root.rglob(CONFIG_FILE):
+        for config in root.rglob(CONFIG):
             run_dir = config.parent.parent
             if AGGREGATE_DIR not in run_dir.relative_to(root).parts:
                 found.add(run_dir.resolve())
@@ -111,7 +110,7 @@ def read_flat_config(run_dir: Path) -> dict[str, Any]:
     One by one, so that an interpolation only Hydra can resolve (`${hydra:...}`) stays as written
     without keeping `${model.n_units}` elsewhere from resolving.
     """
-    config = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    config = OmegaConf.load(Path(run_dir) / CONFIG)
     flat = flatten(OmegaConf.to_container(config, resolve=False))
     for key, value in flat.items():
         if isinstance(value, str) and "${" in value:
@@ -125,8 +124,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """One table row: flattened config, metrics, then run_dir, status, problem and the joined overrides.
     A damaged run keeps only what could be read (never a config read from a broken file)."""
     check = check_run(run_dir)
-    config_ok = not (check.status == DAMAGED and check.problem.startswith(CONFIG_FILE))
-    row = {**(read_flat_config(run_dir) if config_ok else {}), **check.metrics}
+    row = {**(read_flat_config(run_dir) if check.damaged_file != CONFIG else {}), **check.metrics}
     with suppress(Exception):  # overrides.yaml is Hydra's; a broken one only costs the overrides column
         row["overrides"] = " ".join(read_overrides(run_dir))
     row.update(run_dir=str(run_dir), status=check.status, problem=check.problem)
@@ -351,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not directory.is_dir():
             parser.error(f"{directory} is not a directory")
         if not find_run_dirs([directory]):
-            parser.error(f"no run directories (folders with {CONFIG_FILE}) under {directory}")
+            parser.error(f"no run directories (folders with {CONFIG}) under {directory}")
     out = args.out or args.dirs[0] / AGGREGATE_DIR
     out.mkdir(parents=True, exist_ok=True)
 

@@ -42,6 +42,9 @@ ANALYSIS = "analysis.npz"
 FIGURES = "figures"
 DONE = "DONE"
 HYDRA_DIR = ".hydra"
+CONFIG = f"{HYDRA_DIR}/config.yaml"  # the composed config
+OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the job's command-line overrides
+HYDRA_RECORD = f"{HYDRA_DIR}/hydra.yaml"  # Hydra's own config of the job (hydra.job.num ...)
 
 
 TEMP_SUFFIX = ".tmp"
@@ -173,7 +176,7 @@ def is_done(run_dir: Path) -> bool:
 
 def read_overrides(run_dir: Path) -> list[str]:
     """The command-line overrides Hydra recorded for a run ("regularizer.strength=0.001", ...); [] if none."""
-    path = Path(run_dir) / HYDRA_DIR / "overrides.yaml"
+    path = Path(run_dir) / OVERRIDES
     if not path.exists():
         return []
     return [str(item) for item in yaml.safe_load(path.read_text()) or []]
@@ -186,59 +189,61 @@ def figures_dir(run_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ checking
-CONFIG = f"{HYDRA_DIR}/config.yaml"
 DAMAGED = "damaged"
 
 
 class RunCheck(NamedTuple):
     """What a reader can say about a run directory: `status` (completed | diverged | failed |
     incomplete | damaged), `problem` (the failed run's error, or the damaged file and why; "" if none),
-    and the metrics read (empty when metrics.json is absent or unreadable)."""
+    the metrics read (empty when metrics.json is absent or unreadable) and, for a damaged run, the
+    file that is damaged (relative to the run directory)."""
 
     status: str
     problem: str
     metrics: dict
+    damaged_file: str = ""
 
 
-def _check_config(run_dir: Path) -> str:
-    path = Path(run_dir) / CONFIG
+def _damaged(name: str, reason: str, metrics: dict) -> RunCheck:
+    return RunCheck(DAMAGED, f"{name}: {reason}", metrics, name)
+
+
+def _config_problem(run_dir: Path) -> str:
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        return f"{CONFIG}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
-    return "" if isinstance(loaded, dict) and loaded else f"{CONFIG}: {'empty' if not loaded else 'not a mapping'}"
+        return f"unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+    return "" if isinstance(loaded, dict) and loaded else ("empty" if not loaded else "not a mapping")
 
 
-def _check_metrics(run_dir: Path) -> tuple[dict, str]:
-    path = Path(run_dir) / METRICS
-    if not path.exists():
+def _metrics_problem(run_dir: Path) -> tuple[dict, str]:
+    if not (Path(run_dir) / METRICS).exists():
         return {}, ""
     try:
-        text = path.read_text()
-        metrics = json.loads(text)
+        metrics = read_metrics(run_dir)
     except (OSError, UnicodeDecodeError) as err:
-        return {}, f"{METRICS}: unreadable ({type(err).__name__})"
+        return {}, f"unreadable ({type(err).__name__})"
     except json.JSONDecodeError as err:
-        what = "empty" if not text.strip() else f"truncated or invalid JSON ({err.msg}, line {err.lineno} col {err.colno})"
-        return {}, f"{METRICS}: {what}"
-    return (metrics, "") if isinstance(metrics, dict) else ({}, f"{METRICS}: not a JSON object")
+        return {}, "empty" if not err.doc.strip() else \
+            f"truncated or invalid JSON ({err.msg}, line {err.lineno} col {err.colno})"
+    return (metrics, "") if isinstance(metrics, dict) else ({}, "not a JSON object")
 
 
-def _check_arrays(path: Path) -> str:
+def _arrays_problem(path: Path) -> str:
     """"" if the .npz opens and every member's CRC matches (a truncated zip loses its directory)."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (OSError, zipfile.BadZipFile, EOFError) as err:
-        return f"{path.name}: unreadable ({type(err).__name__}: {err})"
-    return f"{path.name}: member {bad} is corrupt" if bad else ""
+        return f"unreadable ({type(err).__name__}: {err})"
+    return f"member {bad} is corrupt" if bad else ""
 
 
-def _check_history(path: Path) -> str:
+def _history_problem(path: Path) -> str:
     try:
         pq.read_metadata(path)
     except (OSError, pa.ArrowException) as err:
-        return f"{path.name}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+        return f"unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return ""
 
 
@@ -247,24 +252,21 @@ def check_run(run_dir: Path) -> RunCheck:
     (config and metrics parsed, parquet footer read, npz members CRC-checked); the first unreadable
     one makes the run `damaged`. A `failed` record wins over DONE; no DONE means `incomplete`."""
     run_dir = Path(run_dir)
-    problem = _check_config(run_dir)
-    metrics, metrics_problem = _check_metrics(run_dir)
-    problem = problem or metrics_problem
+    metrics, problem = _metrics_problem(run_dir)
+    if config_problem := _config_problem(run_dir):
+        return _damaged(CONFIG, config_problem, metrics)
     if problem:
-        return RunCheck(DAMAGED, problem, metrics)
+        return _damaged(METRICS, problem, metrics)
     if metrics.get("status") == "failed":
         return RunCheck("failed", str(metrics.get("error") or ""), metrics)
     if not is_done(run_dir):
         return RunCheck("incomplete", "no DONE: still running, or stopped before the end", metrics)
     if not metrics:
-        return RunCheck(DAMAGED, f"{METRICS}: missing although DONE exists", metrics)
-    for name, check in ((HISTORY, _check_history), (PARAMS, _check_arrays), (ANALYSIS, _check_arrays)):
-        if (run_dir / name).exists() and (problem := check(run_dir / name)):
-            return RunCheck(DAMAGED, problem, metrics)
+        return _damaged(METRICS, "missing although DONE exists", metrics)
+    for name, find_problem in ((HISTORY, _history_problem), (PARAMS, _arrays_problem), (ANALYSIS, _arrays_problem)):
+        if (run_dir / name).exists() and (problem := find_problem(run_dir / name)):
+            return _damaged(name, problem, metrics)
     return RunCheck(str(metrics.get("status") or "completed"), "", metrics)
-
-
-HYDRA_RECORD = f"{HYDRA_DIR}/hydra.yaml"
 
 
 def read_job_number(run_dir: Path) -> int | None:

@@ -100,11 +100,15 @@ def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
         while reader.recv(1) != bytes([signal.SIGINT]):
             pass
         time.sleep(grace_s)
-        print("rnn-sparsity: interrupted", file=sys.stderr, flush=True)
-        os._exit(INTERRUPTED)
+        exit_interrupted()
 
     threading.Thread(target=watch, name="sigint-watch", daemon=True).start()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def exit_interrupted() -> None:
+    """One line, then exit 130 at once: not through interpreter teardown, XLA's threads may be running."""
+    print("rnn-sparsity: interrupted", file=sys.stderr, flush=True)
+    os._exit(INTERRUPTED)
 
 
 def main() -> None:
@@ -112,9 +116,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        print("rnn-sparsity: interrupted", file=sys.stderr, flush=True)
-        sys.stderr.flush()
-        os._exit(INTERRUPTED)  # not a normal exit: XLA's threads may still be running
+        exit_interrupted()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """XLA's persistent compilation cache, on by default: a shape is compiled once per machine, not once per process.
 
-The first run of a static configuration compiles its training step (tens of seconds for the larger
-RNNs on a CPU); the executable is then written under the cache folder, and every later process with
+The first run of a static configuration compiles its training step (7.6 s for sine_small's N = 100
+RNN on a 2-core CPU, more for larger networks and longer tasks); the executable is then written under the cache folder, and every later process with
 the same program (a second sweep, each joblib worker, the test suite) loads it in milliseconds.
 
 `compilation_cache` (top-level config key):

@@ -105,17 +105,22 @@ def memory_estimate(trainer: Trainer, hyper: dict) -> dict[str, int]:
     """Bytes one run needs, from shapes alone (jax.eval_shape: nothing is allocated or compiled):
     parameters with their gradient, initial, best and mask copies; the largest stage's optimizer state;
     the forward trajectory (outputs and states of model.apply) kept for the backward pass, per
-    minibatch when optimizer.batch_size > 0."""
-    state = jax.eval_shape(trainer.init, jax.random.key(0), hyper)
-    objective = trainer.objective(state.mask, hyper)
-    optimizer = max(nbytes(jax.eval_shape(lambda p, stage=stage: stage.init(p, hyper, objective), state.params))
+    minibatch when optimizer.batch_size > 0. The forward pass is traced once (model.apply)."""
+    params, mask = initial_shapes(trainer, hyper)
+    objective = trainer.objective(mask, hyper)
+    optimizer = max(nbytes(jax.eval_shape(lambda p, stage=stage: stage.init(p, hyper, objective), params))
                     for stage in trainer.stages)
     inputs = jax.ShapeDtypeStruct(trainer.task.inputs.shape, trainer.dtype)
-    trajectory = nbytes(jax.eval_shape(trainer.model.apply, state.params, inputs))
+    trajectory = nbytes(jax.eval_shape(trainer.model.apply, params, inputs))
     if trainer.batch_size:
         trajectory = trajectory * trainer.batch_size // trainer.n_train
-    return {"parameters": 5 * nbytes(state.params), "optimizer state": optimizer,
+    return {"parameters": 5 * nbytes(params), "optimizer state": optimizer,
             "trajectory": BACKWARD_FACTOR * trajectory}
+
+
+def initial_shapes(trainer: Trainer, hyper: dict):
+    """(params, mask) of model.init as shapes (jax.eval_shape: no loss is traced, nothing allocated)."""
+    return jax.eval_shape(trainer.model.init, jax.random.key(0), hyper)
 
 
 def nbytes(tree) -> int:
@@ -129,12 +134,12 @@ def check_resources(trainer: Trainer, cfg: DictConfig, hyper: dict) -> None:
     """Refuse, before anything compiles, a run that cannot work: a structural sparsity that leaves a
     masked parameter (J) with less than one free entry on average, or a run whose memory estimate
     exceeds what the machine has. Raises ConfigError naming the key."""
-    state = jax.eval_shape(trainer.init, jax.random.key(0), hyper)
+    params, _ = initial_shapes(trainer, hyper)
     s = float(OmegaConf.select(cfg, "model.sparsity", default=0.0))
     for name in trainer.model.masked:
-        free = (1.0 - s) * int(np.prod(state.params[name].shape))
+        free = (1.0 - s) * int(np.prod(params[name].shape))
         if free < 1:
-            raise ConfigError("model.sparsity", s, f"leaves {name} {tuple(state.params[name].shape)} with "
+            raise ConfigError("model.sparsity", s, f"leaves {name} {tuple(params[name].shape)} with "
                               f"{free:.3g} free entries on average: (1 - s) x {name}.size must be >= 1")
     parts = memory_estimate(trainer, hyper)
     available, where = available_memory()
@@ -179,9 +184,14 @@ def projection_every(trainer: Trainer, every: int):
     return between
 
 
+def all_finite(tree) -> bool:
+    """Whether every entry of every leaf is finite: reduced where the arrays live, one bool to the host."""
+    return bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)])))
+
+
 class CompileNotice:
-    """Says "compiling ..." while a chunk compiles (tens of seconds for a large RNN on a CPU the first
-    time, well under a second once XLA's persistent cache holds it), so a first run does not look hung
+    """Says "compiling ..." while a chunk compiles (seconds, growing with the network and the task, the
+    first time; well under a second once XLA's persistent cache holds it), so a first run does not look hung
     at step 0: on the progress bar, or in the log when the bar is off; the log gets the time it took."""
 
     def __init__(self, bar: tqdm):
@@ -223,7 +233,7 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
             if len(chunk["loss"]):
                 bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
             bar.update(len(chunk["step"]))
-        if all(np.all(np.isfinite(np.asarray(v))) for v in state.params.values()):
+        if all_finite(state.params):
             for sampler in samplers:  # a diverged step may have left NaN/inf in params: nothing to sample
                 sampler.sample(int(state.step), state.params)
         if bool(state.diverged):
@@ -337,7 +347,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
         if trainer.task.score is not None:
             test_outputs, _ = trainer.model.apply(effective, jnp.asarray(trainer.task.test_inputs, trainer.dtype))
             metrics["test_accuracy"] = float(trainer.task.score(test_outputs, trainer.task.test_targets))
-    if trainer.task.param_metrics is not None and np.all([np.all(np.isfinite(v)) for v in host.values()]):
+    if trainer.task.param_metrics is not None and all_finite(host):
         metrics.update(trainer.task.param_metrics(host))
     arrays = dict(trainer.task.arrays(outputs)) if np.all(np.isfinite(outputs)) else {}
     recurrent = trainer.model.recurrent(params)
@@ -400,8 +410,7 @@ def record_failure(run_dir: Path, err: BaseException) -> None:
     metrics.json that says completed is left behind (the run then reads as incomplete) and stderr
     says why; the original error is raised by the caller either way."""
     reason = f"{type(err).__name__}: {err}"
-    try:
-        artifacts.clear_done(run_dir)
+    try:  # DONE cannot exist here: run() cleared it and _run writes it last
         artifacts.write_metrics(run_dir, {"status": "failed", "error": reason})
     except Exception as write_error:  # noqa: BLE001 (reported, then the run's own error is raised)
         with contextlib.suppress(OSError):

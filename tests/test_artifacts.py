@@ -63,7 +63,11 @@ def test_a_write_killed_midway_keeps_the_old_file_and_its_temp_file_is_cleared(t
     assert leftover.name.startswith(".analysis.npz.") and leftover.stat().st_size > 0
 
     assert artifacts.read_arrays(target)["old"].tolist() == [0, 1, 2, 3]  # the previous file is intact
-    assert artifacts.check_run(tmp_path).problem != ""  # no config: reported, but not because of the temp file
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    artifacts.write_metrics(tmp_path, {"status": "completed"})
+    artifacts.mark_done(tmp_path)
+    assert artifacts.check_run(tmp_path) == ("completed", "", {"status": "completed"}, "")  # the leftover is not read
     assert artifacts.remove_temp_files(tmp_path) == [leftover]
     assert not leftover.exists()
 

@@ -13,8 +13,7 @@ from helpers import TINY, compose_cfg
 from omegaconf import OmegaConf
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.analysis.eigen import SpectrumTracker
-from rnn_sparsity.experiment import record_failure, run
+from rnn_sparsity.experiment import run
 
 
 DRIVER = r"""
@@ -113,25 +112,29 @@ def test_a_loss_blowing_up_at_the_first_step_is_diverged_not_failed(tmp_path, ov
     assert (tmp_path / "DONE").exists() and artifacts.check_run(tmp_path).status == "diverged"
 
 
-def test_the_spectrum_sampler_skips_a_non_finite_matrix():
-    tracker = SpectrumTracker()
-    tracker.sample(0, np.eye(3))
-    tracker.sample(20, np.full((3, 3), np.nan))
-    tracker.sample(40, np.array([[np.inf, 0, 0], [0, 1, 0], [0, 0, 1]]))
-    assert tracker.arrays()["eig_steps"].tolist() == [0]
-
-
 def test_an_unwritable_failure_record_leaves_the_run_incomplete_and_says_why(tmp_path, capsys, monkeypatch):
+    """The run writes metrics.json (completed), then drawing its figures fails, and the disk is full by
+    the time the failure is recorded: no file may still say completed, and stderr says why."""
+    from rnn_sparsity.plots import run as run_figures
+
+    cfg = compose_cfg("optimizer=adam", "optimizer.steps=20", "analysis.figures=true")
     (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
-    artifacts.write_metrics(tmp_path, {"status": "completed", "final_loss": 0.1})
-    artifacts.mark_done(tmp_path)
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    write_metrics = artifacts.write_metrics
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def full_disk_for_failures(run_dir, metrics):
+        if metrics.get("status") == "failed":
+            raise OSError(28, "No space left on device")
+        return write_metrics(run_dir, metrics)
 
-    monkeypatch.setattr(artifacts, "write_metrics", full_disk)
-    record_failure(tmp_path, RuntimeError("figure drawing broke"))
+    def broken_figures(run_dir):
+        assert artifacts.read_metrics(run_dir)["status"] == "completed"  # written before the figures
+        raise RuntimeError("figure drawing broke")
+
+    monkeypatch.setattr(artifacts, "write_metrics", full_disk_for_failures)
+    monkeypatch.setattr(run_figures, "draw_run_figures", broken_figures)
+    with pytest.raises(RuntimeError, match="figure drawing broke"):
+        run(cfg, tmp_path)
     err = capsys.readouterr().err
     assert "No space left on device" in err and "RuntimeError: figure drawing broke" in err
     assert not (tmp_path / "DONE").exists() and not (tmp_path / "metrics.json").exists()

@@ -14,8 +14,8 @@ def eigenvalues(matrix) -> np.ndarray:
 
 
 class SpectrumTracker:
-    """Collects eig(matrix_of(params)) with its training step; a step already sampled is not sampled
-    twice, and a matrix with NaN/inf entries (a diverged step) is skipped: eig would raise on it."""
+    """Collects eig(matrix_of(params)) with its training step; a step already sampled is not sampled twice.
+    (experiment.fit samples only finite parameters: a diverged step's NaN/inf never reach eig.)"""
 
     def __init__(self, matrix_of: Callable[[Any], Any] = lambda params: params):
         self.matrix_of = matrix_of
@@ -25,9 +25,6 @@ class SpectrumTracker:
     def sample(self, step: int, params) -> None:
         matrix = self.matrix_of(params)
         if matrix is None or (self.steps and self.steps[-1] == step):  # a model without recurrence: nothing to track
-            return
-        matrix = np.asarray(matrix, dtype=float)
-        if not np.all(np.isfinite(matrix)):
             return
         self.steps.append(int(step))
         self.values.append(eigenvalues(matrix))
