@@ -19,7 +19,7 @@ Baselines, each `scipy.optimize.root(method='lm')` (MINPACK) per start in a Pyth
     unconverged). Slower (1.4× the headline, 3× with threaded BLAS on a busy machine), so it runs
     --fd-repeats times (default 1) after the others.
 scipy runs with OpenBLAS on one thread, as `find_fixed_points` runs its own LAPACK calls (see
-`_single_threaded_blas` there): OpenBLAS splits even the 100×100 matrix-vector product in F over its
+`rnn_sparsity.blas.single_threaded_blas`): OpenBLAS splits even the 100×100 matrix-vector product in F over its
 threads, and on a busy machine that alone made scipy 2–6× slower, which would flatter our ratio
 (--scipy-threaded-blas to run it with OpenBLAS's default instead).
 Times are the minimum over repeats; on a shared machine only the ratios mean anything, and even they
@@ -40,7 +40,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import root  # noqa: E402
 
-from rnn_sparsity.analysis.fixed_points import _single_threaded_blas, deduplicate, find_fixed_points  # noqa: E402
+from rnn_sparsity.analysis.fixed_points import deduplicate, find_fixed_points  # noqa: E402
+from rnn_sparsity.blas import single_threaded_blas  # noqa: E402
 
 KEEP_TOL, DEDUP_RADIUS = 1e-8, 1e-2
 
@@ -103,14 +104,15 @@ def main() -> None:
     parser.add_argument("--scipy-threaded-blas", action="store_true",
                         help="run scipy with OpenBLAS's default threads (ours always uses one)")
     args = parser.parse_args()
-    scipy_blas = contextlib.nullcontext if args.scipy_threaded_blas else _single_threaded_blas
+    scipy_blas = contextlib.nullcontext if args.scipy_threaded_blas else single_threaded_blas
 
     params, u = make_network(args.n_units, args.gain)
     starts = make_starts(params, u, args.n_starts)
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
 
     def ours():
-        return find_fixed_points(jparams, u, starts, tol=KEEP_TOL, dedup_radius=DEDUP_RADIUS)
+        drive = jparams["B"] @ jnp.asarray(u) + jparams["b_x"]
+        return find_fixed_points(jparams["J"], drive, starts, tol=KEEP_TOL, dedup_radius=DEDUP_RADIUS)
 
     t0 = time.perf_counter()
     ours()

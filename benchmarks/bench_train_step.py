@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from hydra import compose, initialize_config_module
 
 import rnn_sparsity.config  # noqa: F401
-from rnn_sparsity.experiment import hyper_values, make_trainer, set_precision
+from rnn_sparsity.experiment import make_run, set_precision
 
 CONFIGS = {
     "small (N=100, 11 tasks, dt 0.1, float32)": ["model.n_units=100", "task.n_freqs=11", "model.dt=0.1",
@@ -64,8 +64,7 @@ def bench(name: str, overrides: list[str], chunk: int, rounds: int) -> None:
     with initialize_config_module(config_module="rnn_sparsity.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, "optimizer=adam", "progress=false"])
     dtype = set_precision(cfg.precision)
-    trainer = make_trainer(cfg)
-    hyper = hyper_values(cfg, dtype)
+    _, trainer, hyper = make_run(cfg)
     state = trainer.compiled_begin[0](trainer.compiled_init(jax.random.key(0), hyper), hyper)
     step_chunk = trainer.compiled_chunk(0, chunk)
     jax.block_until_ready(step_chunk(state, hyper))  # compile

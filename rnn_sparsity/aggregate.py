@@ -19,17 +19,14 @@ rerun at any time, also while a sweep is still going. Nothing it finds is fatal:
 
 The printed report lists every run that did not complete with its class and reason, and counts each class.
 Damaged and missing rows are never plotted and never make a key "swept"; keys that do not change
-results (NON_RESULT_KEYS, hydra.*) never do either. Files named `.*.tmp` (left by a killed atomic
-write) are never read.
+results (NON_RESULT_KEYS, hydra.*, a group's `_target_`) never do either. Files named `.*.tmp` (left by
+a killed atomic write) are never read.
 
 Writes into OUT (default `<first DIR>/aggregate`): runs.parquet, runs.csv, summary.csv and figures/*.png,
-and prints the summary table with the runs that did not complete. When the runs counted fixed points
-(`analysis=dynamics`), also, for λ (`regularizer.strength`) and s (`model.sparsity`) when swept:
-
-  unstable_eigenvalues_by_<key>.csv, .md, .png
-      one row per value of the key over its completed runs with fixed points: runs, mean number of fixed
-      points, mean number of unstable ones, and the eigenvalues with Re λ > 0 per fixed point
-      (mean of the runs' mean_unstable_eigs, max of their max_unstable_eigs)
+and prints the summary table with the runs that did not complete. What else is written, and which
+metrics summary.csv holds, the runs' components say (components.Component: `summary_metrics`,
+`unplotted_metrics`, `sweep_outputs`), found by the `<group>._target_` of each run's config; for the
+built-in analysis group, for instance, the unstable-eigenvalue tables by λ and s and the spectrum panels.
 """
 
 from __future__ import annotations
@@ -46,9 +43,6 @@ from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from rnn_sparsity.artifacts import CONFIG, DAMAGED, check_run, read_job_number, read_overrides
-from rnn_sparsity.plots.rebound import power_law_fits
-from rnn_sparsity.plots.run import save_figure
-from rnn_sparsity.plots.sweep import draw_sweep_figures, format_cell, table_figure
 
 AGGREGATE_DIR = "aggregate"
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, written in the sweep dir when it starts
@@ -59,24 +53,33 @@ STATUS_ORDER = ("completed", "diverged", "failed", "incomplete", DAMAGED, MISSIN
 # Keys that do not change results: never swept keys, however they vary (seeds are averaged over).
 NON_RESULT_KEYS = ("seed", "progress", "analysis.figures", "compilation_cache")
 NON_RESULT_PREFIXES = ("hydra.",)
-LEADING_KEYS = ("regularizer.strength", "model.sparsity")
-PLOTTED_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction",
-                   "spectral_radius", "freq_error", "n_fixed_points", "n_stable_fixed_points",
-                   "n_unstable_fixed_points", "n_slow_points", "fp_freq_error", "pca_var_explained_3")
-UNPLOTTED_METRICS = ("wall_s", "steps", "initial_loss", "diverged_step", "n_fixed_point_starts", "n_converged_starts",
-                     "raw_distance_min_epoch", "aligned_distance_min_epoch", "activity_loss")  # activity_loss = κ · activity
-# summary.csv columns, where the runs have them: losses and sparsity, the tasks' own metrics, dynamics counts
-SUMMARY_METRICS = ("final_loss", "test_loss", "sparsity", "teacher_distance", "spectral_radius", "freq_error",
-                   "bit_accuracy", "n_fixed_points",
-                   "n_unstable_fixed_points", "fp_freq_error", "raw_distance", "aligned_distance", "raw_distance_rebound",
-                   "max_real_eig", "decay_time_1_tau", "worst_decay_time_1_tau", "mode_decay_time_1_tau")
-# unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
-UNSTABLE_COLUMNS = {
-    "fixed points (mean)": ("n_fixed_points", "mean"),
-    "unstable fixed points (mean)": ("n_unstable_fixed_points", "mean"),
-    "unstable eigs per point: mean": ("mean_unstable_eigs", "mean"),
-    "unstable eigs per point: max": ("max_unstable_eigs", "max"),
-}
+LEADING_KEYS = ("regularizer.strength", "model.sparsity")  # λ and s, the tool's own axes, first among swept keys
+TARGET = "._target_"  # `<group>._target_` names a run's component class: the group's name says the same
+# what every run reports (experiment.evaluate), first in figures and summaries; components add theirs
+RUN_PLOTTED = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction")
+RUN_UNPLOTTED = ("wall_s", "steps", "epochs", "initial_loss", "diverged_step", "activity_loss")  # activity_loss = κ · activity
+RUN_SUMMARY = ("final_loss", "test_loss", "sparsity")
+GROUPS = ("model", "task", "regularizer", "optimizer", "analysis")
+
+
+def run_components(runs: pd.DataFrame) -> list[type]:
+    """The component classes the runs name (`<group>._target_`), each once; one that cannot be
+    imported here is reported and left out (its metrics are then treated like any other)."""
+    from rnn_sparsity.components import ConfigError, component_class
+
+    found = {}
+    for group in GROUPS:
+        column = f"{group}{TARGET}"
+        for target in sorted(runs[column].dropna().unique()) if column in runs else ():
+            try:
+                found[target] = component_class(group, target)
+            except ConfigError as err:
+                print(f"rnn-sparsity-aggregate: {err}; its own tables and figures are skipped")
+    return list(found.values())
+
+
+def declared(components: Sequence[type], attribute: str) -> list[str]:
+    return list(dict.fromkeys(name for cls in components for name in getattr(cls, attribute)))
 
 
 def find_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
@@ -216,8 +219,10 @@ def override_keys(runs: pd.DataFrame) -> set[str]:
 
 
 def is_result_key(column: str) -> bool:
-    """Whether a config column can change results (NON_RESULT_KEYS and hydra.* cannot)."""
-    return column not in NON_RESULT_KEYS and not column.startswith(NON_RESULT_PREFIXES)
+    """Whether a config column can change results (NON_RESULT_KEYS and hydra.* cannot; a group's
+    `_target_` only repeats what its name says)."""
+    return column not in NON_RESULT_KEYS and not column.startswith(NON_RESULT_PREFIXES) and \
+        not (column.endswith(TARGET) and column.count(".") == 1)
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
@@ -246,26 +251,30 @@ def same_as_global(runs: pd.DataFrame, column: str) -> bool:
     return bool(((a == b) | (a.isna() & b.isna())).all())
 
 
-def metric_columns(runs: pd.DataFrame) -> list[str]:
-    """Numeric metric columns worth a figure: the standard ones in order, then any other (not wall_s,
-    steps, nor a per-parameter copy of a global metric).
+def metric_columns(runs: pd.DataFrame, components: Sequence[type] = ()) -> list[str]:
+    """Numeric metric columns worth a figure: every run's own (RUN_PLOTTED) in order, then the
+    components' summary metrics, then any other (not RUN_UNPLOTTED nor what a component declares
+    unplotted, nor a per-parameter copy of a global metric).
 
     Metric keys are flat names; config columns are dotted or named in the overrides (`seed`).
     """
     runs = sound(runs)
-    excluded = set(BOOKKEEPING + NON_RESULT_KEYS + UNPLOTTED_METRICS) | override_keys(runs)
+    unplotted = (*RUN_UNPLOTTED, *declared(components, "unplotted_metrics"))
+    excluded = set(BOOKKEEPING + NON_RESULT_KEYS + unplotted) | override_keys(runs)
     numeric = {column for column in runs
                if "." not in column and column not in excluded and not same_as_global(runs, column)
                and is_numeric_dtype(runs[column]) and not is_bool_dtype(runs[column])}
-    standard = [metric for metric in PLOTTED_METRICS if metric in numeric]
-    return standard + sorted(numeric - set(standard))
+    standard = [metric for metric in (*RUN_PLOTTED, *declared(components, "summary_metrics")) if metric in numeric]
+    return list(dict.fromkeys(standard)) + sorted(numeric - set(standard))
 
 
-def summarize(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, keys: Sequence[str], components: Sequence[type] = ()) -> pd.DataFrame:
     """One row per combination of swept values (sound runs only): runs, completed runs, and per metric
-    the mean, standard deviation (ddof 1; empty for one run) and n over the completed runs."""
+    (RUN_SUMMARY and the components' summary_metrics) the mean, standard deviation (ddof 1; empty for
+    one run) and n over the completed runs."""
     runs = sound(runs)
-    metrics = [metric for metric in SUMMARY_METRICS if metric in runs and runs[metric].notna().any()]
+    wanted = dict.fromkeys((*RUN_SUMMARY, *declared(components, "summary_metrics")))
+    metrics = [metric for metric in wanted if metric in runs and runs[metric].notna().any()]
     groups = runs.groupby(list(keys), dropna=False) if keys else [((), runs)]
     rows = []
     for values, group in groups:
@@ -277,44 +286,6 @@ def summarize(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                         f"n_{metric}": len(values_m)})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def unstable_eigenvalue_table(runs: pd.DataFrame, key: str) -> pd.DataFrame | None:
-    """Per value of `key`: the completed runs with fixed points, and UNSTABLE_COLUMNS over them.
-
-    None when the runs hold no fixed-point counts (no `analysis=dynamics` run).
-    """
-    metrics = [metric for metric, _ in UNSTABLE_COLUMNS.values()]
-    if not set(metrics) <= set(runs):
-        return None
-    counted = runs.loc[runs["status"] == "completed", [key, *metrics]].apply(pd.to_numeric, errors="coerce")
-    counted = counted[counted["n_fixed_points"].notna()]
-    if counted.empty:
-        return None
-    return counted.groupby(key).agg(runs=("n_fixed_points", "size"), **UNSTABLE_COLUMNS).reset_index()
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table, numbers right-aligned (no `tabulate` needed)."""
-    rows = [list(map(str, table.columns))] + [list(map(format_cell, row)) for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(row) + " |" for row in rows]
-    lines.insert(1, "|" + "|".join("---:" for _ in table.columns) + "|")
-    return "\n".join(lines) + "\n"
-
-
-def write_unstable_tables(runs: pd.DataFrame, keys: Sequence[str], out: Path) -> list[Path]:
-    """unstable_eigenvalues_by_<key>.csv, .md and .png for λ and s, when swept; returns the written paths."""
-    written = []
-    for key in LEADING_KEYS:
-        table = unstable_eigenvalue_table(runs, key) if key in keys else None
-        if table is None:
-            continue
-        csv, md, png = (out / f"unstable_eigenvalues_by_{key}.{ext}" for ext in ("csv", "md", "png"))
-        table.to_csv(csv, index=False)
-        md.write_text(markdown_table(table))
-        title = f"Fixed points and unstable eigenvalues (Re λ > 0) by {key}"
-        written += [csv, md, save_figure(table_figure(table, title), png)]
-    return written
 
 
 def problem_report(runs: pd.DataFrame) -> str:
@@ -355,20 +326,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs = load_runs(args.dirs)
     keys = swept_keys(runs)
-    summary = summarize(runs, keys)
     plotted = sound(runs)
+    components = run_components(plotted)
+    summary = summarize(runs, keys, components)
     runs.to_parquet(out / "runs.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
-    tables = write_unstable_tables(plotted, keys, out)
-    fits = power_law_fits(plotted)
-    if fits is not None:
-        fits.to_csv(out / "noise_power_law.csv", index=False)
-        tables.append(out / "noise_power_law.csv")
-        print("Power law of the final distance in σ (task.noise_std):\n" + fits.to_string(index=False) + "\n")
     for stale in (out / "figures").glob("*.png"):  # an earlier aggregation's figures may not apply any more
         stale.unlink()
-    figures = draw_sweep_figures(plotted, keys, metric_columns(runs), out / "figures")
+    from rnn_sparsity.plots.sweep import draw_sweep_figures
+
+    figures = draw_sweep_figures(plotted, keys, metric_columns(runs, components), out / "figures")
+    tables = []
+    for cls in components:
+        for path in cls.sweep_outputs(plotted, keys, out):
+            (figures if path.suffix == ".png" and path.parent.name == "figures" else tables).append(path)
 
     n_completed = int((runs["status"] == "completed").sum())
     print(f"{status_counts(runs)}; swept: {', '.join(keys) or 'nothing'}\n")

@@ -142,20 +142,24 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+INIT, MASK = "init/", "mask/"  # name prefixes of the initial parameters and the masks in params.npz
+
+
 def write_params(run_dir: Path, params: Mapping[str, Any], init: Mapping[str, Any] | None = None,
                  mask: Mapping[str, Any] | None = None) -> Path:
     arrays = dict(params)
-    arrays.update({f"init/{k}": v for k, v in (init or {}).items()})
-    arrays.update({f"mask/{k}": v for k, v in (mask or {}).items()})
+    arrays.update({f"{INIT}{k}": v for k, v in (init or {}).items()})
+    arrays.update({f"{MASK}{k}": v for k, v in (mask or {}).items()})
     return write_arrays(Path(run_dir) / PARAMS, arrays)
 
 
 def read_params(run_dir: Path, prefix: str = "") -> dict[str, np.ndarray]:
-    """Final parameters (prefix ""), initial ones (prefix "init/") or masks (prefix "mask/")."""
+    """Final parameters (prefix ""), initial ones (prefix "init/") or masks (prefix "mask/"); a name
+    may contain "/" itself (a Flax parameter path such as "Dense_0/kernel")."""
     arrays = read_arrays(Path(run_dir) / PARAMS)
     if prefix:
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    return {k: v for k, v in arrays.items() if "/" not in k}
+    return {k: v for k, v in arrays.items() if not k.startswith((INIT, MASK))}
 
 
 def mark_done(run_dir: Path) -> Path:
@@ -180,6 +184,24 @@ def read_overrides(run_dir: Path) -> list[str]:
     if not path.exists():
         return []
     return [str(item) for item in yaml.safe_load(path.read_text()) or []]
+
+
+def complete_config(run_dir: Path, cfg) -> bool:
+    """Rewrite .hydra/config.yaml with `cfg` where validation added keys it lacks (the schema defaults of
+    a component whose YAML did not name its schema): the run's record then holds every key it ran
+    with. Returns whether it rewrote the file; a run without Hydra's record is left alone."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return False
+    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    current = OmegaConf.to_container(cfg, resolve=False)
+    if saved == current:
+        return False
+    with atomic_path(path) as tmp:
+        OmegaConf.save(cfg, tmp, resolve=False)
+    return True
 
 
 def figures_dir(run_dir: Path) -> Path:

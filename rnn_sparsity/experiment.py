@@ -1,17 +1,19 @@
-"""One experiment from a validated config: build -> fit -> evaluate -> write the run directory.
+"""One experiment from a validated config: build -> fit(probes) -> evaluate -> write the run directory.
 
-Trainers are cached by the static part of the config (everything but the traced hyper-values and the
-seed), so the runs of a sweep that share shapes in one process share one compilation.
+Nothing here is study-specific: the components (components.py) build the trainer's pieces, say which
+probes run, which metrics and figures they own. Trainers are cached by the static part of the config
+(everything but the traced values, the seed and the analysis settings), so the runs of a sweep that
+share shapes in one process share one compilation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -23,30 +25,16 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import artifacts
-from .analysis.dynamics import DynamicsSettings, FixedPointTracker, analyse_dynamics
-from .analysis.eigen import SpectrumTracker, eigenvalues
 from .analysis.sparsity import sparsity_metrics
 from .compile_cache import enable_compilation_cache
-from .config import ConfigError, validate
-from .models import make_model
-from .optimizers import make_stages
-from .regularizers import make_regularizer
-from .tasks import make_task
-from .train import RECORD_FIELDS, Trainer, mean_squared_rate, records_to_rows
+from .components import ConfigError, Parts
+from .config import validate
+from .contracts import Probe
+from .train import RECORD_FIELDS, Trainer, make_trainer, mean_squared_rate, records_to_rows
 
 log = logging.getLogger(__name__)
-
-# config key -> name in `hyper`: values a sweep varies without recompiling
-TRACED_KEYS = {
-    "model.sparsity": "sparsity", "model.gain": "gain",
-    "regularizer.strength": "strength", "regularizer.l1_ratio": "l1_ratio",
-    "regularizer.rho": "rho", "regularizer.beta": "beta", "regularizer.activity": "activity",
-    "task.init_perturbation": "init_perturbation",
-    "optimizer.lr": "lr", "optimizer.momentum": "momentum",
-    "optimizer.loss_threshold": "loss_threshold", "optimizer.lbfgs_tol": "lbfgs_tol", "optimizer.divergence_factor": "divergence_factor",
-}
-UNTRACED_KEYS = ("seed", "progress", "compilation_cache", "analysis.figures", "analysis.enabled", "analysis.name",
-                 "analysis.fixed_points", "analysis.slow_points", "analysis.pca", "analysis.track_tasks")
+TRAINER_GROUPS = ("model", "task", "regularizer", "optimizer")  # the groups a Trainer is built from
+CACHED_TRAINERS = 8
 
 
 def set_precision(precision: str) -> Any:
@@ -55,34 +43,38 @@ def set_precision(precision: str) -> Any:
     return jnp.float64 if precision == "float64" else jnp.float32
 
 
-def static_key(cfg: DictConfig) -> str:
-    """The config without traced values and seed: runs with equal keys share a compiled trainer."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for key in (*TRACED_KEYS, *UNTRACED_KEYS):
-        *path, leaf = key.split(".")
-        node = functools.reduce(lambda d, k: d.get(k, {}), path, container)
-        node.pop(leaf, None)
+def static_key(cfg: DictConfig, parts: Parts) -> str:
+    """What fixes a trainer's shapes and compilation: the trainer's groups without their traced keys,
+    the precision and the chunk length. Runs with equal keys share a compiled trainer."""
+    container = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in TRAINER_GROUPS}
+    for group in TRAINER_GROUPS:
+        for key in getattr(parts, group).traced:
+            container[group].pop(key, None)
+    container.update(precision=cfg.precision, chunk_steps=cfg.analysis.eig_every)
     return json.dumps(container, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=8)
-def _trainer(key: str) -> Trainer:
-    cfg = OmegaConf.create(json.loads(key))
+_trainers: "OrderedDict[str, Trainer]" = OrderedDict()
+
+
+def make_run(cfg: DictConfig, parts: Parts | None = None) -> tuple[Parts, Trainer, dict]:
+    """(components, trainer, hyper) of a config: the trainer is cached by its static key (so the runs
+    of a sweep that share shapes in one process share one compilation), hyper holds the traced values.
+    set_precision(cfg.precision) must come first."""
+    parts = validate(cfg) if parts is None else parts
     dtype = jnp.float64 if cfg.precision == "float64" else jnp.float32
-    task = make_task(cfg.task, cfg.model)
-    model = make_model(cfg.model, task.n_inputs, task.n_outputs, dtype)
-    neutral = {name: 0.0 for name in TRACED_KEYS.values()}  # shapes never depend on traced values
-    shapes = jax.eval_shape(lambda k: model.init(k, neutral)[0], jax.random.key(0))
-    regularizer = make_regularizer(cfg.regularizer, {k: v.shape for k, v in shapes.items()})
-    proximal = cfg.regularizer.mode == "proximal"
-    return Trainer(model, task, regularizer, make_stages(cfg.optimizer, proximal), proximal,
-                   chunk_steps=cfg.analysis.eig_every, dtype=dtype, batch_size=cfg.optimizer.batch_size,
-                   patience=cfg.optimizer.patience)
+    key = static_key(cfg, parts)
+    if key not in _trainers:
+        _trainers[key] = make_trainer(parts, dtype)
+        while len(_trainers) > CACHED_TRAINERS:
+            _trainers.popitem(last=False)
+    _trainers.move_to_end(key)
+    return parts, _trainers[key], hyper_values(parts, dtype)
 
 
-def make_trainer(cfg: DictConfig) -> Trainer:
-    """The trainer for cfg's static part (cached); set_precision(cfg.precision) must come first."""
-    return _trainer(static_key(cfg))
+def hyper_values(parts: Parts, dtype) -> dict[str, dict[str, jax.Array]]:
+    """The traced values, nested by group: {group: {key: scalar of the run's dtype}}."""
+    return {group: part.hyper(dtype) for group, part in parts._asdict().items() if group in TRAINER_GROUPS}
 
 
 GIB = 1024**3
@@ -108,7 +100,7 @@ def memory_estimate(trainer: Trainer, hyper: dict) -> dict[str, int]:
     minibatch when optimizer.batch_size > 0. The forward pass is traced once (model.apply)."""
     params, mask = initial_shapes(trainer, hyper)
     objective = trainer.objective(mask, hyper)
-    optimizer = max(nbytes(jax.eval_shape(lambda p, stage=stage: stage.init(p, hyper, objective), params))
+    optimizer = max(nbytes(jax.eval_shape(lambda p, stage=stage: stage.init(p, hyper["optimizer"], objective), params))
                     for stage in trainer.stages)
     inputs = jax.ShapeDtypeStruct(trainer.task.inputs.shape, trainer.dtype)
     trajectory = nbytes(jax.eval_shape(trainer.model.apply, params, inputs))
@@ -120,20 +112,18 @@ def memory_estimate(trainer: Trainer, hyper: dict) -> dict[str, int]:
 
 def initial_shapes(trainer: Trainer, hyper: dict):
     """(params, mask) of model.init as shapes (jax.eval_shape: no loss is traced, nothing allocated)."""
-    return jax.eval_shape(trainer.model.init, jax.random.key(0), hyper)
+    return jax.eval_shape(trainer.model.init, jax.random.key(0), hyper["model"])
 
 
 def nbytes(tree) -> int:
     return int(sum(np.prod(leaf.shape, dtype=np.int64) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)))
 
 
-SIZE_KEYS = ("model.n_units", "model.sizes", "model.channels")  # the model keys that set the parameter count
-
-
-def check_resources(trainer: Trainer, cfg: DictConfig, hyper: dict) -> None:
+def check_resources(trainer: Trainer, cfg: DictConfig, hyper: dict, size_keys=()) -> None:
     """Refuse, before anything compiles, a run that cannot work: a structural sparsity that leaves a
     masked parameter (J) with less than one free entry on average, or a run whose memory estimate
-    exceeds what the machine has. Raises ConfigError naming the key."""
+    exceeds what the machine has (the advice names the first of `size_keys`, the model's keys that set
+    its parameter count). Raises ConfigError naming the key."""
     params, _ = initial_shapes(trainer, hyper)
     s = float(OmegaConf.select(cfg, "model.sparsity", default=0.0))
     for name in trainer.model.masked:
@@ -149,7 +139,7 @@ def check_resources(trainer: Trainer, cfg: DictConfig, hyper: dict) -> None:
         key = "optimizer.batch_size"
         advice = "set a smaller optimizer.batch_size (minibatches) or a shorter task"
     else:
-        key = next((k for k in SIZE_KEYS if OmegaConf.select(cfg, k) is not None), "model")
+        key = next((k for k in size_keys if OmegaConf.select(cfg, k) is not None), "model")
         advice = f"use a smaller {key}"
     detail = ", ".join(f"{name} {size / GIB:.3g}" for name, size in parts.items())
     value = OmegaConf.select(cfg, key) if key != "model" else cfg.model.name
@@ -158,27 +148,24 @@ def check_resources(trainer: Trainer, cfg: DictConfig, hyper: dict) -> None:
                       f"{available / GIB:.3g} GiB of {where} is free: {advice}")
 
 
-def hyper_values(cfg: DictConfig, dtype) -> dict[str, jax.Array]:
-    """The traced hyper-values of cfg (TRACED_KEYS) as scalars of the run's dtype; 0 for a key the
-    config's model or task does not have (an MLP has no sparsity s or gain)."""
-    return {name: jnp.asarray(OmegaConf.select(cfg, key, default=0.0), dtype) for key, name in TRACED_KEYS.items()}
-
-
 class FitResult(NamedTuple):
     state: Any
     history: pd.DataFrame
-    samples: dict[str, np.ndarray]  # what the samplers recorded between chunks (eig_*, fp_track_*, eval_*, param_*)
 
 
-def projection_every(trainer: Trainer, every: int):
-    """`between` for Trainer.chunks: the task's projection of the parameters at every `every`-th epoch."""
+def projection(trainer: Trainer):
+    """`between` for Trainer.chunks: the task's host-side map of the parameters (task.project), given
+    the epoch after each chunk of a running fit; None for a task without one."""
     project = trainer.task.project
+    if project is None:
+        return None
 
     def between(state):
-        epoch = int(state.step) // trainer.steps_per_epoch
-        if not every or project is None or epoch == 0 or epoch % every or not bool(state.running):
+        if not bool(state.running):
             return state
-        projected = project({k: np.asarray(v) for k, v in state.params.items()})
+        projected = project(int(state.step) // trainer.steps_per_epoch, {k: np.asarray(v) for k, v in state.params.items()})
+        if projected is None:
+            return state
         return state._replace(params={k: jnp.asarray(projected[k], v.dtype) for k, v in state.params.items()})
 
     return between
@@ -210,20 +197,19 @@ class CompileNotice:
             self.what = None
 
 
-def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = True,
-        progress: bool = True, samplers: Sequence[Any] = (), project_every: int = 0) -> FitResult:
-    """Host loop over the jitted chunks: history, spectrum samples, progress bar, stop on divergence.
+def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] = (),
+        progress: bool = True) -> FitResult:
+    """Host loop over the jitted chunks: history, probes, progress bar, stop on divergence.
 
-    Between chunks (and before the first), eig(J) is sampled when track_spectrum, and every sampler's
-    `sample(step, params)` is called (e.g. a FixedPointTracker); their `arrays()` join the spectrum's."""
+    Before the first chunk and after each, every probe's `sample(step, params)` runs (finite parameters
+    only: a diverged step may have left NaN/inf); the task's projection, if it has one, runs after each
+    chunk. At the end every probe's `finish(best effective params, completed)` runs."""
     rows = []
-    samplers = [*([SpectrumTracker(trainer.model.recurrent)] if track_spectrum else []), *samplers]
     bar = tqdm(total=trainer.total_steps(), disable=not progress, unit="step", dynamic_ncols=True,
                mininterval=1.0, leave=False)
     state = None
-    between = projection_every(trainer, project_every) if project_every else None
     compiling = CompileNotice(bar)
-    for index, state, records in trainer.chunks(key, hyper, skip_idle=True, between=between,
+    for index, state, records in trainer.chunks(key, hyper, skip_idle=True, between=projection(trainer),
                                                 on_compile=compiling.start):
         compiling.done()
         if records is not None:
@@ -234,106 +220,37 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, track_spectrum: bool = Tr
                 bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
             bar.update(len(chunk["step"]))
         if all_finite(state.params):
-            for sampler in samplers:  # a diverged step may have left NaN/inf in params: nothing to sample
-                sampler.sample(int(state.step), state.params)
+            for probe in probes:
+                probe.sample(int(state.step), state.params)
         if bool(state.diverged):
             log.warning("run diverged at step %d", int(state.diverged_step))
             break
     bar.close()
+    best = jax.tree.map(jnp.multiply, state.best_params, state.mask)
+    if all_finite(best):
+        for probe in probes:
+            probe.finish(best, completed=not bool(state.diverged))
     columns = {k: np.concatenate([r[k] for r in rows]) for k in (*RECORD_FIELDS, "stage")} if rows else \
         {k: [] for k in (*RECORD_FIELDS, "stage")}
     history = pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
-    return FitResult(state, history, {k: v for sampler in samplers for k, v in sampler.arrays().items()})
-
-
-def held_out_loss(trainer: Trainer, params) -> jax.Array:
-    """The task loss of (effective) params on the task's test data."""
-    outputs, _ = trainer.model.apply(params, jnp.asarray(trainer.task.test_inputs, trainer.dtype))
-    return trainer.task.loss(outputs, jnp.asarray(trainer.task.test_targets, trainer.dtype), trainer.task.loss_weights)
-
-
-class LossTracker:
-    """Train and test loss (all samples) of the current parameters at every sample between chunks, and
-    train and test accuracy for a task with a score (classification)."""
-
-    def __init__(self, trainer: Trainer):
-        task, dtype = trainer.task, trainer.dtype
-        self.steps_per_epoch = trainer.steps_per_epoch
-        self.rows: list[dict[str, float]] = []
-
-        def evaluate(params):
-            row = {}
-            for split, inputs, targets in (("train", task.inputs, task.targets),
-                                           ("test", task.test_inputs, task.test_targets)):
-                outputs, _ = trainer.model.apply(params, jnp.asarray(inputs, dtype))
-                targets = jnp.asarray(targets, dtype)
-                row[f"{split}_loss"] = task.loss(outputs, targets, task.loss_weights)
-                if task.score is not None:
-                    row[f"{split}_accuracy"] = task.score(outputs, targets)
-            return row
-
-        self.evaluate = jax.jit(evaluate)
-
-    def sample(self, step: int, params) -> None:
-        if self.rows and self.rows[-1]["step"] == step:
-            return
-        self.rows.append({"step": step, **{k: float(v) for k, v in self.evaluate(params).items()}})
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        if not self.rows:
-            return {}
-        return {f"eval_{k}": np.array([row[k] for row in self.rows]) for k in self.rows[0]}
-
-    def window_mean(self, name: str, window: tuple[int, int]) -> float | None:
-        """Mean of eval_<name> over the samples whose epoch lies in [start, end]."""
-        values = [row[name] for row in self.rows if window[0] <= row["step"] // self.steps_per_epoch <= window[1]]
-        return float(np.mean(values)) if values else None
-
-
-class ParamMetricsTracker:
-    """The task's parameter metrics (e.g. distances to a teacher) at every sample between chunks."""
-
-    def __init__(self, param_metrics):
-        self.param_metrics, self.steps, self.rows = param_metrics, [], []
-
-    def sample(self, step: int, params) -> None:
-        if self.steps and self.steps[-1] == step:
-            return
-        self.steps.append(int(step))
-        self.rows.append(self.param_metrics({k: np.asarray(v) for k, v in params.items()}))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        if not self.rows:
-            return {}
-        return {"param_step": np.array(self.steps),
-                **{f"param_{name}": np.array([row[name] for row in self.rows]) for name in self.rows[0]}}
-
-
-def rebound_metrics(arrays: dict[str, np.ndarray], steps_per_epoch: int) -> dict[str, float]:
-    """For each tracked distance d(t): the epoch of its minimum and the rebound ratio d(final) / min d."""
-    metrics = {}
-    for key in [k for k in arrays if k.startswith("param_") and k.endswith("distance")]:
-        name, values = key[len("param_"):], arrays[key]
-        lowest = int(np.argmin(values))
-        metrics[f"{name}_min_epoch"] = int(arrays["param_step"][lowest]) // steps_per_epoch
-        metrics[f"{name}_rebound"] = float(values[-1] / values[lowest]) if values[lowest] > 0 else None
-    return metrics
+    return FitResult(state, history)
 
 
 def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics and analysis arrays of the best parameters of a finished fit."""
+    """Metrics and arrays of the best parameters of a finished fit: status, losses, sparsity, the task's
+    own metrics of the network's outputs and, for a task with held-out data, test loss (and accuracy)."""
     params, mask = state.best_params, state.mask
     effective = jax.tree.map(jnp.multiply, params, mask)
     outputs, states = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
     outputs = np.asarray(outputs)
     task_loss = float(trainer.task.loss(outputs, trainer.task.targets, trainer.task.loss_weights))
-    reg_loss = float(trainer.regularizer.penalty(params, hyper))
+    reg_loss = float(trainer.regularizer.penalty(params, hyper["regularizer"]))
     host = {k: np.asarray(v) for k, v in params.items()}
     names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked])) or list(host)
     activity_loss = {}
     if trainer.model.rates is not None:  # the mean squared rate, and its κ-weighted part of the final loss
         activity = float(mean_squared_rate(trainer.model.rates(states), jnp.asarray(trainer.task.loss_weights)))
-        activity_loss = {"activity": activity, "activity_loss": float(hyper["activity"]) * activity}
+        activity_loss = {"activity": activity, "activity_loss": float(hyper["regularizer"]["activity"]) * activity}
     metrics = {"status": "diverged" if bool(state.diverged) else "completed",
                "final_loss": task_loss + reg_loss + activity_loss.get("activity_loss", 0.0),
                "task_loss": task_loss, "reg_loss": reg_loss, **activity_loss,
@@ -343,46 +260,11 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     if trainer.batch_size:
         metrics.update(epochs=int(state.step) // trainer.steps_per_epoch, stopped_early=bool(state.stopped))
     if trainer.task.test_inputs is not None:
-        metrics["test_loss"] = float(held_out_loss(trainer, effective))
-        if trainer.task.score is not None:
-            test_outputs, _ = trainer.model.apply(effective, jnp.asarray(trainer.task.test_inputs, trainer.dtype))
-            metrics["test_accuracy"] = float(trainer.task.score(test_outputs, trainer.task.test_targets))
-    if trainer.task.param_metrics is not None and all_finite(host):
-        metrics.update(trainer.task.param_metrics(host))
-    arrays = dict(trainer.task.arrays(outputs)) if np.all(np.isfinite(outputs)) else {}
-    recurrent = trainer.model.recurrent(params)
-    if recurrent is not None and np.all(np.isfinite(np.asarray(recurrent))):
-        arrays["final_eigenvalues"] = eigenvalues(recurrent)
-        metrics["spectral_radius"] = float(np.max(np.abs(arrays["final_eigenvalues"])))
-    if np.all(np.isfinite(outputs)):
+        metrics.update({f"test_{k}": float(v) for k, v in jax.jit(trainer.scores, static_argnums=1)(effective, "test").items()})
+    finite = bool(np.all(np.isfinite(outputs)))
+    arrays = dict(trainer.task.arrays(outputs)) if finite else {}
+    if finite:
         metrics.update(trainer.task.metrics(outputs))
-    return metrics, arrays
-
-
-def wants_dynamics(cfg: DictConfig) -> bool:
-    """Whether the run asks for the dynamics analysis after training (fixed/slow points or PCA)."""
-    a = cfg.analysis
-    return bool(a.enabled and (a.fixed_points.enabled or a.slow_points.enabled or a.pca.enabled))
-
-
-def fixed_point_tracker(trainer: Trainer, cfg: DictConfig) -> FixedPointTracker:
-    """The sampler that finds the fixed points of analysis.track_tasks between training chunks."""
-    return FixedPointTracker(trainer.model.apply, trainer.task.inputs, trainer.task.conditions,
-                             cfg.analysis.track_tasks, DynamicsSettings.from_config(cfg.analysis),
-                             trainer.dtype, seed=cfg.seed)
-
-
-def analyse(trainer: Trainer, state, cfg: DictConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Fixed points, slow points and PCA of the trained network (best parameters), with progress logged."""
-    params = jax.tree.map(jnp.multiply, state.best_params, state.mask)
-    _, states = jax.jit(trainer.model.apply)(params, jnp.asarray(trainer.task.inputs, trainer.dtype))
-    start = time.perf_counter()
-    log.info("dynamics analysis: fixed points of %d conditions ...", len(trainer.task.conditions.inputs))
-    metrics, arrays = analyse_dynamics(params, trainer.task.conditions, states,
-                                       DynamicsSettings.from_config(cfg.analysis), tau=float(cfg.model.tau),
-                                       seed=cfg.seed)
-    log.info("dynamics analysis done (%.1fs): %s", time.perf_counter() - start,
-             " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     return metrics, arrays
 
 
@@ -392,12 +274,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     A bad config value raises ConfigError before anything is computed or written. Any other error is
     recorded in metrics.json as status "failed" (so the aggregator lists it) and raised again.
     """
-    validate(cfg)
+    parts = validate(cfg)
     run_dir = Path(run_dir)
     artifacts.clear_done(run_dir)
     artifacts.remove_temp_files(run_dir)
+    artifacts.complete_config(run_dir, cfg)
     try:
-        return _run(cfg, run_dir)
+        return _run(cfg, parts, run_dir)
     except ConfigError:
         raise  # refused before any compute (check_resources): nothing ran, the CLI says why (exit 2)
     except Exception as err:
@@ -419,32 +302,19 @@ def record_failure(run_dir: Path, err: BaseException) -> None:
               f"({type(write_error).__name__}: {write_error}); the run failed with {reason}", file=sys.stderr)
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _run(cfg: DictConfig, parts: Parts, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     enable_compilation_cache(cfg.compilation_cache)
     set_precision(cfg.precision)
-    trainer = make_trainer(cfg)
-    hyper = hyper_values(cfg, trainer.dtype)
-    check_resources(trainer, cfg, hyper)
-    key = jax.random.key(cfg.seed)
-    samplers = [fixed_point_tracker(trainer, cfg)] if cfg.analysis.enabled and cfg.analysis.track_tasks else []
-    losses = LossTracker(trainer) if cfg.analysis.enabled and trainer.task.test_inputs is not None else None
-    if losses is not None:
-        samplers.append(losses)
-    if cfg.analysis.enabled and trainer.task.track_param_metrics:
-        samplers.append(ParamMetricsTracker(trainer.task.param_metrics))
-    result = fit(trainer, key, hyper, track_spectrum=cfg.analysis.enabled, progress=cfg.progress,
-                 samplers=samplers, project_every=int(OmegaConf.select(cfg, "task.project_every", default=0)))
+    parts, trainer, hyper = make_run(cfg, parts)
+    check_resources(trainer, cfg, hyper, parts.model.size_keys)
+    probes = [probe for part in parts for probe in part.probes(trainer)]
+    result = fit(trainer, jax.random.key(cfg.seed), hyper, probes, progress=cfg.progress)
     metrics, arrays = evaluate(trainer, result.state, hyper)
-    metrics.update(rebound_metrics(result.samples, trainer.steps_per_epoch))
-    if losses is not None and trainer.task.score is not None and trainer.task.average_window is not None:
-        metrics["window_test_accuracy"] = losses.window_mean("test_accuracy", trainer.task.average_window)
-    if wants_dynamics(cfg) and metrics["status"] == "completed":
-        dynamics_metrics, dynamics_arrays = analyse(trainer, result.state, cfg)
-        metrics.update(dynamics_metrics)
-        arrays.update(dynamics_arrays)
-    stages_run = result.history["stage"].unique().tolist()
-    metrics.update(stages=",".join(stages_run), wall_s=time.perf_counter() - start)
+    for probe in probes:
+        metrics.update(probe.metrics())
+        arrays.update(probe.arrays())
+    metrics.update(stages=",".join(result.history["stage"].unique().tolist()), wall_s=time.perf_counter() - start)
 
     state = result.state
     artifacts.write_params(run_dir, {k: np.asarray(v) for k, v in state.best_params.items()},
@@ -452,14 +322,15 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                            mask={k: np.asarray(state.mask[k]) for k in trainer.model.masked})
     artifacts.write_history(run_dir, result.history)
     if cfg.analysis.enabled:
-        artifacts.write_arrays(run_dir / artifacts.ANALYSIS, {**result.samples, **arrays})
+        artifacts.write_arrays(run_dir / artifacts.ANALYSIS, arrays)
     artifacts.write_metrics(run_dir, metrics)
     if cfg.analysis.figures:
-        from .plots.run import draw_run_figures
+        from .plots.run import component_figures, draw_run_figures
 
-        draw_run_figures(run_dir)
+        draw_run_figures(run_dir, component_figures(parts))
     artifacts.mark_done(run_dir)
-    shown = ("final_loss", "sparsity", "spectral_radius", *trainer.task.metric_names)
+    shown = ("final_loss", "sparsity", "spectral_radius", *(m for part in parts for m in part.summary_metrics))
     log.info("%s %s [%s]: %s (%.1fs)", metrics["status"], run_dir, " ".join(artifacts.read_overrides(run_dir)),
-             " ".join(f"{k}={metrics[k]:.4g}" for k in shown if metrics.get(k) is not None), metrics["wall_s"])
+             " ".join(f"{k}={metrics[k]:.4g}" for k in dict.fromkeys(shown) if isinstance(metrics.get(k), (int, float))),
+             metrics["wall_s"])
     return metrics

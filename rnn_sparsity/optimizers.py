@@ -10,17 +10,21 @@ step size per entry (lr for SGD, lr / (sqrt(v̂) + ε) for Adam: the prox in the
 After every update θ ← θ ⊙ M, so pruned entries stay exactly 0.
 
 Stage.step(params, opt_state, hyper, objective) -> (new_params, new_opt_state, loss, task, reg, |g|),
-where the losses are those of the params before the update (f, task loss, R).
+where the losses are those of the params before the update (f, task loss, R) and `hyper` holds the
+optimizer's traced values (lr, momentum, ...). The optimizer components (`optimizer=adam|sgd|lbfgs|
+adam_lbfgs`) share one schema; each says which stages it runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from .components import OptimizerComponent, check, non_negative, positive, variant
 from .proximal import fista
 
 Params = dict[str, Any]
@@ -49,6 +53,7 @@ class Stage(NamedTuple):
     steps: int
     init: Callable[[Params, dict, Objective], Any]
     step: Callable[[Params, Any, dict, Objective], tuple]
+    gradient_tol: str | None = None  # the hyper key of a tolerance: the stage stops once ‖∇f‖ <= it (> 0)
 
 
 def global_norm(tree) -> jax.Array:
@@ -119,7 +124,7 @@ def lbfgs_stage(steps: int, memory_size: int = 10) -> Stage:
         new = objective.project(optax.apply_updates(params, updates))
         return new, opt_state, value, value - reg, reg, global_norm(grads)
 
-    return Stage("lbfgs", steps, init, step)
+    return Stage("lbfgs", steps, init, step, gradient_tol="lbfgs_tol")
 
 
 def fista_stage(steps: int) -> Stage:
@@ -143,13 +148,70 @@ def fista_stage(steps: int) -> Stage:
     return Stage("fista", steps, init, step)
 
 
-def make_stages(cfg, proximal: bool) -> list[Stage]:
-    """The stage sequence of `optimizer=<name>`; in proximal mode L-BFGS is replaced by FISTA."""
-    second = fista_stage if proximal else lbfgs_stage
-    stages = {
-        "adam": lambda: [adam_stage(cfg.steps)],
-        "sgd": lambda: [sgd_stage(cfg.steps)],
-        "lbfgs": lambda: [second(cfg.steps)],
-        "adam_lbfgs": lambda: [adam_stage(cfg.steps)] + ([second(cfg.lbfgs_steps)] if cfg.lbfgs_steps else []),
-    }
-    return stages[cfg.name]()
+@dataclass
+class OptimizerConfig:
+    _target_: str = "rnn_sparsity.optimizers.AdamLBFGS"
+    name: str = "adam_lbfgs"
+    lr: float = 1e-3  # learning rate of the first-order stage (traced)
+    steps: int = 1000  # steps of the first (or only) stage
+    momentum: float = 0.9  # sgd only (traced)
+    lbfgs_steps: int = 2000  # adam_lbfgs: iterations of the second stage
+    loss_threshold: float = 1e-4  # adam_lbfgs: second stage runs only if the best first-stage loss is above (traced)
+    lbfgs_tol: float = 0.0  # an L-BFGS stage stops once the gradient norm is <= this (0: runs all its steps; traced)
+    divergence_factor: float = 1e4  # a run diverges when its loss is non-finite or above factor x initial loss (traced)
+    batch_size: int = 0  # 0: full batch; else minibatches of this size, reshuffled every epoch (last partial dropped)
+    patience: int = 0  # minibatch training: stop after this many epochs without a lower epoch loss (0: never)
+
+
+class AdamLBFGS(OptimizerComponent):
+    """Adam for `steps`, then L-BFGS (FISTA in proximal mode) for `lbfgs_steps` from the best Adam
+    parameters, if the best loss is still above `loss_threshold`."""
+
+    Config = OptimizerConfig
+    traced = ("lr", "momentum", "loss_threshold", "lbfgs_tol", "divergence_factor")
+
+    def check(self, parts) -> None:
+        opt, cfg = self.group_cfg, self.cfg
+        for key in ("optimizer.lr", "optimizer.steps", "optimizer.divergence_factor"):
+            positive(cfg, key)
+        check(0.0 <= opt.momentum < 1.0, "optimizer.momentum", opt.momentum, "must satisfy 0 <= momentum < 1")
+        for key in ("optimizer.lbfgs_steps", "optimizer.loss_threshold", "optimizer.lbfgs_tol"):
+            non_negative(cfg, key)
+        non_negative(cfg, "optimizer.batch_size", " (0: full batch)")
+        check(opt.batch_size == 0 or self.minibatches, "optimizer.batch_size", opt.batch_size,
+              f"minibatches need a first-order optimizer (sgd, adam), not {opt.name}: set 0 for full batch")
+        non_negative(cfg, "optimizer.patience", " (0: no early stopping)")
+        n_train = parts.task.n_train()
+        if opt.batch_size and n_train is not None:
+            check(opt.batch_size <= n_train, "optimizer.batch_size", opt.batch_size,
+                  f"must be <= the number of training samples ({n_train})")
+
+    def stages(self, proximal: bool) -> list[Stage]:
+        second = fista_stage if proximal else lbfgs_stage
+        lbfgs_steps = self.group_cfg.lbfgs_steps
+        return [adam_stage(self.group_cfg.steps)] + ([second(lbfgs_steps)] if lbfgs_steps else [])
+
+
+class Adam(AdamLBFGS):
+    Config = variant(OptimizerConfig, "rnn_sparsity.optimizers.Adam", "adam")
+    minibatches = True
+
+    def stages(self, proximal: bool) -> list[Stage]:
+        return [adam_stage(self.group_cfg.steps)]
+
+
+class SGD(AdamLBFGS):
+    Config = variant(OptimizerConfig, "rnn_sparsity.optimizers.SGD", "sgd")
+    minibatches = True
+
+    def stages(self, proximal: bool) -> list[Stage]:
+        return [sgd_stage(self.group_cfg.steps)]
+
+
+class LBFGS(AdamLBFGS):
+    """L-BFGS for `steps` (FISTA in proximal mode)."""
+
+    Config = variant(OptimizerConfig, "rnn_sparsity.optimizers.LBFGS", "lbfgs")
+
+    def stages(self, proximal: bool) -> list[Stage]:
+        return [(fista_stage if proximal else lbfgs_stage)(self.group_cfg.steps)]

@@ -1,10 +1,12 @@
-"""make_train(static pieces) -> Trainer, whose `train(key, hyper)` is pure, jit-able and vmap-able.
+"""`make_trainer(parts, dtype)` -> Trainer: training of one static configuration, pure in (key, hyper).
 
 What fixes shapes and compilation (model sizes, task data, step counts, which regularizer and stages)
-is closed over; what a sweep varies without changing shapes (λ, learning rate, sparsity s, gain, the
-PRNG key) arrives in `hyper` and `key` as traced values. Training runs in jitted chunks of `lax.scan`:
-`chunks()` yields after each one, so the host (see `fit`) can record history, sample the spectrum,
-update a progress bar and stop on divergence between chunks, never per step.
+is closed over; what a sweep varies without changing shapes arrives in `key` and `hyper`, a nested
+dict of traced scalars built from what each component declares traced:
+hyper = {"model": {"sparsity", "gain"}, "regularizer": {"strength", ...}, "optimizer": {"lr", ...},
+"task": {...}}. `Trainer.init` and `Trainer.run_chunk` are pure and jit-able; `chunks()` runs training
+as jitted chunks of `lax.scan` and yields after each one, so the host (experiment.fit) can record
+history, run the probes, update a progress bar and stop on divergence between chunks, never per step.
 
 Divergence is per run, inside the chunk: a step whose loss is NaN/Inf or above divergence_factor times
 the initial loss is not applied, the run is frozen and flagged, so a vmapped batch carries on with its
@@ -19,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .models import Model
+from .contracts import Model, Regularizer, Task
 from .optimizers import Objective, Stage
-from .regularizers import Regularizer
-from .tasks import Task
 
 RECORD_FIELDS = ("step", "loss", "task_loss", "reg_loss", "grad_norm")
 
@@ -95,11 +95,23 @@ class Trainer:
             return task, jnp.zeros_like(task)
         return task, mean_squared_rate(self.model.rates(states), weights)
 
+    def scores(self, params, split: str = "train") -> dict[str, jax.Array]:
+        """{"loss": task loss, and "accuracy" for a task with a score} of (effective) params on all the
+        samples of a split: "train" or "test" (the task's held-out data)."""
+        inputs, targets = (self.task.inputs, self.task.targets) if split == "train" else \
+            (self.task.test_inputs, self.task.test_targets)
+        outputs, _ = self.model.apply(params, jnp.asarray(inputs, self.dtype))
+        targets = jnp.asarray(targets, self.dtype)
+        out = {"loss": self.task.loss(outputs, targets, jnp.asarray(self.task.loss_weights, self.dtype))}
+        if self.task.score is not None:
+            out["accuracy"] = self.task.score(outputs, targets)
+        return out
+
     def fit_loss(self, params, mask, hyper, batch=None) -> jax.Array:
         """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,
         traced). History's task_loss column records this; metrics.json keeps the two apart."""
         task, activity = self.losses(params, mask, batch)
-        return task + hyper["activity"] * activity
+        return task + hyper["regularizer"]["activity"] * activity
 
     def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
         """The samples of minibatch `step`: epoch e = step // steps_per_epoch is a fresh permutation."""
@@ -109,18 +121,18 @@ class Trainer:
 
     def objective(self, mask, hyper, batch=None) -> Objective:
         return Objective(task=lambda p: self.fit_loss(p, mask, hyper, batch),
-                         penalty=lambda p: self.regularizer.penalty(p, hyper),
-                         prox=lambda p, eta: self.regularizer.prox(p, hyper, eta),
+                         penalty=lambda p: self.regularizer.penalty(p, hyper["regularizer"]),
+                         prox=lambda p, eta: self.regularizer.prox(p, hyper["regularizer"], eta),
                          mask=mask, proximal=self.proximal)
 
     def total_loss(self, params, mask, hyper) -> jax.Array:
-        return self.fit_loss(params, mask, hyper) + self.regularizer.penalty(params, hyper)
+        return self.fit_loss(params, mask, hyper) + self.regularizer.penalty(params, hyper["regularizer"])
 
     # ------------------------------------------------------------------ pure pieces
     def init(self, key: jax.Array, hyper: dict) -> TrainState:
-        params, mask = self.model.init(key, hyper)
+        params, mask = self.model.init(key, hyper["model"])
         if self.task.initial_params is not None:  # a task that sets the start (a copy of a teacher, say)
-            params = jax.tree.map(jnp.multiply, self.task.initial_params(key, hyper, params), mask)
+            params = jax.tree.map(jnp.multiply, self.task.initial_params(key, hyper["task"], params), mask)
         loss = self.total_loss(params, mask, hyper)
         false, zero = jnp.array(False), jnp.array(0, jnp.int32)
         return TrainState(params=params, opt_state=None, mask=mask, init_params=params, best_params=params,
@@ -134,22 +146,22 @@ class Trainer:
         best loss is above optimizer.loss_threshold (the seed's rule for L-BFGS after Adam)."""
         stage = self.stages[index]
         objective = self.objective(state.mask, hyper)
-        needed = jnp.array(True) if index == 0 else state.best_loss > hyper["loss_threshold"]
+        needed = jnp.array(True) if index == 0 else state.best_loss > hyper["optimizer"]["loss_threshold"]
         return state._replace(params=state.best_params,
-                              opt_state=stage.init(state.best_params, hyper, objective),
+                              opt_state=stage.init(state.best_params, hyper["optimizer"], objective),
                               running=needed & ~state.diverged)
 
     def run_chunk(self, index: int, n_steps: int, state: TrainState, hyper: dict):
         """n_steps of stage `index` in one lax.scan; returns the state and per-step records."""
         stage = self.stages[index]
         full_batch = self.objective(state.mask, hyper)
-        limit = hyper["divergence_factor"] * state.init_loss
-        tol = hyper["lbfgs_tol"] if stage.name == "lbfgs" else 0.0  # an L-BFGS stage stops at ‖∇f‖ <= tol
+        limit = hyper["optimizer"]["divergence_factor"] * state.init_loss
+        tol = hyper["optimizer"][stage.gradient_tol] if stage.gradient_tol else 0.0  # the stage stops at ‖∇f‖ <= tol
 
         def one_step(s: TrainState, _):
             objective = self.objective(s.mask, hyper, self.batch_indices(s.data_key, s.step)) \
                 if self.batch_size else full_batch
-            params, opt_state, loss, task, reg, gnorm = stage.step(s.params, s.opt_state, hyper, objective)
+            params, opt_state, loss, task, reg, gnorm = stage.step(s.params, s.opt_state, hyper["optimizer"], objective)
             finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & (loss <= limit)
             ok = s.running & finite
             newly_diverged = s.running & ~finite
@@ -207,7 +219,7 @@ class Trainer:
         With skip_idle (concrete values only, i.e. not under vmap) a stage that will not run (skipped
         by its threshold, or the run diverged) is passed over instead of computed and discarded.
         `between(state) -> state`, when given, runs on the host after every chunk (e.g. a projection of
-        the parameters every so many epochs); `train` never passes one, so it stays pure.
+        the parameters every so many epochs).
         `on_compile(stage name, chunk length)`, when given, is called before a chunk that this trainer
         has not compiled yet (so the host can say so: the first compile is the slow part of a run).
         """
@@ -228,16 +240,6 @@ class Trainer:
                     state = between(state)
                 yield index, state, records
 
-    def train(self, key: jax.Array, hyper: dict) -> tuple[TrainState, dict]:
-        """Pure: the whole training; returns the final state and all per-step records concatenated
-        (records with valid == False belong to stages that did not run)."""
-        state, records = None, []
-        for _, state, rec in self.chunks(key, hyper):
-            if rec is not None:
-                records.append(rec)
-        stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *records) if records else {}
-        return state, stacked
-
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
 
@@ -248,3 +250,18 @@ def records_to_rows(records: dict, stage: str) -> dict[str, np.ndarray]:
     rows = {k: np.asarray(records[k])[valid] for k in RECORD_FIELDS}
     rows["stage"] = np.full(int(valid.sum()), stage)
     return rows
+
+
+def make_trainer(parts, dtype) -> Trainer:
+    """The Trainer of a run's components (components.Parts): builds the task, the model for it, the
+    regularizer for the model's parameter shapes and the optimizer's stages."""
+    task = parts.task.build(dtype)
+    model = parts.model.build(task, dtype)
+    neutral = {group: {k: 0.0 for k in part.traced} for group, part in parts._asdict().items()}
+    shapes = jax.eval_shape(lambda k: model.init(k, neutral["model"])[0], jax.random.key(0))  # no traced value sets a shape
+    regularizer = parts.regularizer.build({k: v.shape for k, v in shapes.items()})
+    proximal = parts.regularizer.group_cfg.mode == "proximal"
+    optimizer = parts.optimizer.group_cfg
+    return Trainer(model, task, regularizer, parts.optimizer.stages(proximal), proximal,
+                   chunk_steps=parts.analysis.group_cfg.eig_every, dtype=dtype, batch_size=optimizer.batch_size,
+                   patience=optimizer.patience)

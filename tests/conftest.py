@@ -27,14 +27,15 @@ N_UNITS, N_TASKS, STAGE_CHANGE, N_STEPS = 8, 5, 20, 40
 
 def _config(strength: float, sparsity: float, seed: int) -> dict:
     return {
-        "model": {"name": "ctrnn", "n_units": N_UNITS, "sparsity": sparsity, "dt": 0.1, "tau": 1.0, "gain": 1.0},
-        "task": {"name": "sine_wave", "n_freqs": N_TASKS, "omega_min": 0.1, "omega_max": 0.6,
+        "model": {"_target_": "rnn_sparsity.models.ctrnn.CTRNN", "name": "ctrnn", "n_units": N_UNITS, "sparsity": sparsity, "dt": 0.1, "tau": 1.0, "gain": 1.0},
+        "task": {"_target_": "rnn_sparsity.tasks.sine_wave.SineWave", "name": "sine_wave", "n_freqs": N_TASKS, "omega_min": 0.1, "omega_max": 0.6,
                  "drive_time": 8.0, "train_time": 64.0},
-        "regularizer": {"name": "l1", "strength": strength, "l1_ratio": 1.0, "targets": ["J"],
+        "regularizer": {"_target_": "rnn_sparsity.regularizers.elastic_net.L1", "name": "l1", "strength": strength,
+                        "targets": ["J"],
                         "reduction": "mean", "mode": "penalty"},
-        "optimizer": {"name": "adam_lbfgs", "lr": 0.001, "steps": STAGE_CHANGE, "momentum": 0.9,
+        "optimizer": {"_target_": "rnn_sparsity.optimizers.AdamLBFGS", "name": "adam_lbfgs", "lr": 0.001, "steps": STAGE_CHANGE, "momentum": 0.9,
                       "lbfgs_steps": N_STEPS - STAGE_CHANGE, "loss_threshold": 1e-4, "divergence_factor": 1e4},
-        "analysis": {"name": "default", "enabled": True, "eig_every": 10, "figures": True},
+        "analysis": {"_target_": "rnn_sparsity.probes.Analysis", "name": "default", "enabled": True, "eig_every": 10, "figures": True},
         "seed": seed, "precision": "float32", "progress": False,
     }
 

@@ -18,3 +18,36 @@ TINY = [
 def compose_cfg(*overrides: str, tiny: bool = True) -> DictConfig:
     with initialize_config_module(config_module="rnn_sparsity.conf", version_base="1.3"):
         return compose(config_name="config", overrides=[*(TINY if tiny else []), *overrides])
+
+
+def parts_of(cfg: DictConfig):
+    """The run's components (validated), as the CLI builds them."""
+    from rnn_sparsity.config import validate
+
+    return validate(cfg)
+
+
+def build_task(cfg: DictConfig, dtype=None):
+    import jax.numpy as jnp
+
+    return parts_of(cfg).task.build(dtype or jnp.float32)
+
+
+def build_model(cfg: DictConfig, n_inputs: int, n_outputs: int, dtype=None):
+    """The model of cfg for a task with these widths (a stand-in task record: only its shapes are read)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rnn_sparsity.contracts import Task
+
+    task = Task(inputs=np.zeros((1, 1, n_inputs)), targets=np.zeros((1, 1, n_outputs)), loss_weights=np.ones((1, 1, 1)))
+    return parts_of(cfg).model.build(task, dtype or jnp.float32)
+
+
+def build_regularizer(cfg: DictConfig, param_shapes: dict):
+    return parts_of(cfg).regularizer.build(param_shapes)
+
+
+def model_hyper(**values) -> dict:
+    """hyper["model"] for a model's init: sparsity s and gain g (0 and 1 unless given)."""
+    return {"sparsity": values.get("sparsity", 0.0), "gain": values.get("gain", 1.0)}

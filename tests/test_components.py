@@ -4,17 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import build_model, build_regularizer, build_task, compose_cfg
 
 from rnn_sparsity.analysis.spectral import dominant_frequency
-from rnn_sparsity.models import make_model
-from rnn_sparsity.regularizers import make_regularizer, soft_threshold
-from rnn_sparsity.tasks import make_task
+from rnn_sparsity.maths import soft_threshold
 
 
 def test_ctrnn_matches_a_numpy_euler_loop():
     cfg = compose_cfg("model.n_units=6", "model.dt=0.1", "model.tau=0.5")
-    model = make_model(cfg.model, 2, 1, jnp.float32)
+    model = build_model(cfg, 2, 1, jnp.float32)
     params, _ = model.init(jax.random.key(0), {"sparsity": 0.0, "gain": 1.5})
     params = {k: v + 0.1 for k, v in params.items()}  # nonzero biases
     u = np.random.default_rng(0).normal(size=(30, 3, 2)).astype(np.float32)
@@ -30,7 +28,7 @@ def test_ctrnn_matches_a_numpy_euler_loop():
 
 def test_ctrnn_init_mask_and_scale():
     cfg = compose_cfg("model.n_units=400")
-    model = make_model(cfg.model, 1, 1, jnp.float32)
+    model = build_model(cfg, 1, 1, jnp.float32)
     params, mask = model.init(jax.random.key(1), {"sparsity": 0.75, "gain": 2.0})
     J, m = np.asarray(params["J"]), np.asarray(mask["J"])
     assert np.all(J[m == 0] == 0)
@@ -42,7 +40,7 @@ def test_ctrnn_init_mask_and_scale():
 
 def test_sine_task_data_and_phases():
     cfg = compose_cfg("model.dt=0.5", "task.n_freqs=4", "task.drive_time=2", "task.train_time=3")
-    task = make_task(cfg.task, cfg.model)
+    task = build_task(cfg)
     assert task.inputs.shape == (10, 4, 1) and task.targets.shape == (10, 4, 1)
     omegas, levels = np.linspace(0.1, 0.6, 4), np.arange(4) / 4 + 0.25
     t = np.arange(10) * 0.5
@@ -61,7 +59,7 @@ def test_dominant_frequency_of_pure_sinusoids(omega, phase, offset):
 
 def test_freq_error_is_zero_for_the_targets_and_large_for_a_wrong_frequency():
     cfg = compose_cfg("model.dt=0.1", "task.n_freqs=5")
-    task = make_task(cfg.task, cfg.model)
+    task = build_task(cfg)
     assert task.metrics(task.targets)["freq_error"] < 1e-4
     t = np.arange(task.targets.shape[0])[:, None, None] * 0.1
     assert task.metrics(np.sin(1.5 * np.linspace(0.1, 0.6, 5)[None, :, None] * t))["freq_error"] == pytest.approx(0.5, rel=1e-3)
@@ -75,7 +73,7 @@ def test_soft_threshold():
 def _reg(name, reduction="mean", targets=("J",)):
     cfg = compose_cfg(f"regularizer={name}", f"regularizer.reduction={reduction}",
                       f"regularizer.targets=[{','.join(targets)}]")
-    return make_regularizer(cfg.regularizer, {"J": (2, 3), "w": (1, 4)})
+    return build_regularizer(cfg, {"J": (2, 3), "w": (1, 4)})
 
 
 def test_penalty_values():

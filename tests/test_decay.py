@@ -8,7 +8,32 @@ from jax.flatten_util import ravel_pytree
 from scipy.integrate import simpson
 from scipy.linalg import expm, solve_continuous_lyapunov
 
+from types import SimpleNamespace
+
+from helpers import compose_cfg
+
 from rnn_sparsity.analysis import decay
+from rnn_sparsity.config import ConfigError, validate
+from rnn_sparsity.models.lowrank_linear import connectivity, lowrank_init
+from rnn_sparsity.tasks.fast_decay import make_task as fast_decay_task
+
+
+def total_loss(params, fixed, tau, alpha=1e5, beta=0.01):
+    """The fast_decay task's loss L1 + α L2 + β L3 of the lowrank_linear model's outputs [J | w]."""
+    outputs = jnp.concatenate([connectivity(params, fixed), fixed["w"][:, None]], axis=1)[None]
+    return fast_decay_task(SimpleNamespace(alpha=alpha, beta=beta), tau).loss(outputs)
+
+
+def decay_time(J, tau, fraction, t_max):
+    return decay.decay_times(J, tau, fraction, t_max)["expected"]
+
+
+def slowest_mode_time(J, tau, fraction):
+    return decay.decay_times(J, tau, fraction, 1e9)["mode"]
+
+
+def worst_case_decay_time(J, tau, fraction, t_max):
+    return decay.decay_times(J, tau, fraction, t_max)["worst"]
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +47,7 @@ N_UNITS = 10  # one size (rank 2) throughout: each new shape costs compilations
 
 def network(j0_scale, seed=0):
     """lowrank_init(N = 10, rank 2) with J0 scaled by j0_scale (0.5: stable, ≳ 1.5: unstable), float64."""
-    params, fixed = decay.lowrank_init(jax.random.PRNGKey(seed), N_UNITS, 0.2, jnp.float64)
+    params, fixed = lowrank_init(jax.random.PRNGKey(seed), N_UNITS, 0.2, jnp.float64)
     return params, {**fixed, "J0": j0_scale * fixed["J0"]}
 
 
@@ -58,10 +83,10 @@ def test_total_loss_gradient_matches_central_differences(j0_scale, seed):
     params, fixed = network(j0_scale, seed)
     assert params["U"].shape == (N_UNITS, 2)
     tau = 0.8
-    unstable = float(decay.decay_losses(decay.connectivity(params, fixed), fixed["w"], tau)["stability"]) > 0
+    unstable = float(decay.decay_losses(connectivity(params, fixed), fixed["w"], tau)["stability"]) > 0
     assert unstable == (j0_scale > 1)  # the unstable case exercises the α L2 term too
     flat, unravel = ravel_pytree(params)
-    loss = lambda x: decay.total_loss(unravel(x), fixed, tau, 1e5, 0.01)  # noqa: E731
+    loss = lambda x: total_loss(unravel(x), fixed, tau, 1e5, 0.01)  # noqa: E731
     exact = jax.jit(jax.grad(loss))(flat)
     assert relative_error(exact, central_differences(loss, flat)) < 1e-5
 
@@ -92,7 +117,7 @@ def test_eigenvector_gradient_keeps_the_unit_norm_normalisation():
 @pytest.mark.parametrize("tau", [0.7, 2.0])
 def test_decay_loss_is_the_lyapunov_trace_and_the_integrated_squared_norm(tau):
     params, fixed = network(0.5)
-    J = decay.connectivity(params, fixed)
+    J = connectivity(params, fixed)
     A = drift(J, tau)
     assert np.max(np.linalg.eigvals(A).real) < 0
     P = solve_continuous_lyapunov(A, -np.eye(N_UNITS))  # A P + P Aᵀ = -I
@@ -106,11 +131,11 @@ def test_decay_loss_is_the_lyapunov_trace_and_the_integrated_squared_norm(tau):
 def test_stability_loss_is_zero_when_stable_and_the_squared_positive_real_parts_otherwise():
     tau = 0.5
     params, fixed = network(0.5)
-    J = decay.connectivity(params, fixed)
+    J = connectivity(params, fixed)
     assert float(decay.max_real_eigenvalue(J)) < 1
     assert float(decay.decay_losses(J, fixed["w"], tau)["stability"]) == 0.0
     params, fixed = network(1.8)
-    J = decay.connectivity(params, fixed)
+    J = connectivity(params, fixed)
     lam = np.linalg.eigvals(np.asarray(J))
     np.testing.assert_allclose(float(decay.max_real_eigenvalue(J)), lam.real.max(), rtol=1e-12)
     gamma = np.linalg.eigvals(drift(J, tau))
@@ -122,7 +147,7 @@ def test_stability_loss_is_zero_when_stable_and_the_squared_positive_real_parts_
 @pytest.mark.parametrize("tau", [0.7, 2.0])
 def test_smoothness_loss_is_tau_times_the_integrated_squared_readout_velocity(tau):
     params, fixed = network(0.5, seed=1)
-    J = decay.connectivity(params, fixed)
+    J = connectivity(params, fixed)
     w = np.asarray(fixed["w"])
     A = drift(J, tau)
     P = solve_continuous_lyapunov(A, -np.eye(N_UNITS))
@@ -137,7 +162,7 @@ def test_smoothness_loss_is_tau_times_the_integrated_squared_readout_velocity(ta
 def test_expected_norm_starts_at_one_and_matches_the_matrix_exponential():
     tau = 1.5
     params, fixed = network(1.2, seed=2)  # non-normal, possibly transiently amplifying
-    J = decay.connectivity(params, fixed)
+    J = connectivity(params, fixed)
     times = np.array([0.0, 0.3, 1.0, 4.0, 10.0])
     expected = [np.linalg.norm(expm(drift(J, tau) * t)) / np.sqrt(N_UNITS) for t in times]  # ‖e^{At}‖_F / √N
     curve = np.asarray(decay.expected_norm(J, tau, times))
@@ -148,20 +173,20 @@ def test_expected_norm_starts_at_one_and_matches_the_matrix_exponential():
 @pytest.mark.parametrize("c, tau", [(0.3, 2.0), (-0.5, 0.4)])
 @pytest.mark.parametrize("fraction", [0.05, 0.01])
 def test_decay_time_of_a_scalar_network_is_analytic(c, tau, fraction):
-    t = decay.decay_time(c * jnp.eye(N_UNITS), tau, fraction, t_max=40.0)
+    t = decay_time(c * jnp.eye(N_UNITS), tau, fraction, t_max=40.0)
     np.testing.assert_allclose(t, np.log(1 / fraction) * tau / (1 - c), rtol=1e-10)
 
 
 def test_decay_time_is_the_first_crossing_and_nan_when_never_reached():
     tau = 1.0
     params, fixed = network(0.9, seed=5)
-    J = decay.connectivity(params, fixed)
-    t5, t1 = decay.decay_time(J, tau, 0.05, 200.0), decay.decay_time(J, tau, 0.01, 200.0)
+    J = connectivity(params, fixed)
+    t5, t1 = decay_time(J, tau, 0.05, 200.0), decay_time(J, tau, 0.01, 200.0)
     assert 0 < t5 < t1
     np.testing.assert_allclose(np.asarray(decay.expected_norm(J, tau, [t5, t1])), [0.05, 0.01], rtol=1e-9)
     assert np.all(np.asarray(decay.expected_norm(J, tau, np.linspace(0, t5, 500)[:-1])) > 0.05)
-    assert np.isnan(decay.decay_time(J, tau, 0.01, t_max=0.5 * t1))
-    assert np.isnan(decay.decay_time(1.1 * jnp.eye(3), tau, 0.05, 100.0))  # growing: never decays
+    assert np.isnan(decay_time(J, tau, 0.01, t_max=0.5 * t1))
+    assert np.isnan(decay_time(1.1 * jnp.eye(3), tau, 0.05, 100.0))  # growing: never decays
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.01])
@@ -169,8 +194,8 @@ def test_the_three_decay_times_agree_for_a_scalar_network(fraction):
     c, tau = 0.3, 2.0
     J = c * np.eye(N_UNITS)
     analytic = np.log(1 / fraction) * tau / (1 - c)
-    assert decay.slowest_mode_time(J, tau, fraction) == pytest.approx(analytic, rel=1e-10)
-    assert decay.worst_case_decay_time(J, tau, fraction, 40.0) == pytest.approx(analytic, rel=1e-9)
+    assert slowest_mode_time(J, tau, fraction) == pytest.approx(analytic, rel=1e-10)
+    assert worst_case_decay_time(J, tau, fraction, 40.0) == pytest.approx(analytic, rel=1e-9)
 
 
 def test_worst_case_decay_time_is_the_slowest_mode_for_a_normal_network():
@@ -183,8 +208,8 @@ def test_worst_case_decay_time_is_the_slowest_mode_for_a_normal_network():
     Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))
     J = Q @ D @ Q.T
     expected = np.log(100) * tau / (1 - 0.6)
-    assert decay.slowest_mode_time(J, tau, 0.01) == pytest.approx(expected, rel=1e-10)
-    assert decay.worst_case_decay_time(J, tau, 0.01, 100.0) == pytest.approx(expected, rel=1e-8)
+    assert slowest_mode_time(J, tau, 0.01) == pytest.approx(expected, rel=1e-10)
+    assert worst_case_decay_time(J, tau, 0.01, 100.0) == pytest.approx(expected, rel=1e-8)
 
 
 def test_worst_case_decay_time_is_the_first_crossing_of_the_operator_norm():
@@ -192,15 +217,15 @@ def test_worst_case_decay_time_is_the_first_crossing_of_the_operator_norm():
     than the slowest mode, and the time is where ‖expm(At)‖₂ first drops below the fraction."""
     tau = 1.0
     J = np.array([[0.5, 3.0], [0.0, 0.2]])
-    t_worst = decay.worst_case_decay_time(J, tau, 0.01, 100.0)
-    assert t_worst > decay.slowest_mode_time(J, tau, 0.01) > 0
-    assert t_worst > decay.decay_time(J, tau, 0.01, 100.0) > 0
+    t_worst = worst_case_decay_time(J, tau, 0.01, 100.0)
+    assert t_worst > slowest_mode_time(J, tau, 0.01) > 0
+    assert t_worst > decay_time(J, tau, 0.01, 100.0) > 0
     A = (J - np.eye(2)) / tau
     grid = np.linspace(0.0, t_worst, 2001)
     norms = np.array([np.linalg.norm(expm(A * t), 2) for t in grid])
     assert np.all(norms[:-1] > 0.01) and norms[-1] == pytest.approx(0.01, rel=1e-8)
-    assert np.isnan(decay.worst_case_decay_time(J, tau, 0.01, 0.9 * t_worst))
-    assert np.isnan(decay.worst_case_decay_time(1.1 * np.eye(2), tau, 0.01, 100.0))
+    assert np.isnan(worst_case_decay_time(J, tau, 0.01, 0.9 * t_worst))
+    assert np.isnan(worst_case_decay_time(1.1 * np.eye(2), tau, 0.01, 100.0))
 
 
 # ------------------------------------------------------------------------------------ 6. the model
@@ -209,11 +234,12 @@ def test_connectivity_uses_unit_columns_of_U_and_unit_rows_of_V():
     U, V = np.asarray(params["U"]), np.asarray(params["V"])
     assert U.shape == (N_UNITS, 2) and V.shape == (2, N_UNITS) and fixed["w"].shape == (N_UNITS,)
     assert U.dtype == np.float64
-    J = np.asarray(decay.connectivity(params, fixed))
+    J = np.asarray(connectivity(params, fixed))
     U_hat, V_hat = U / np.linalg.norm(U, axis=0), V / np.linalg.norm(V, axis=1)[:, None]
     np.testing.assert_allclose(J, np.asarray(fixed["J0"]) + U_hat @ V_hat, rtol=1e-12)
     assert np.abs(U_hat @ V_hat - U @ V).max() > 1e-3  # the renormalisation changed something
     scaled = {"U": params["U"] * jnp.array([0.1, 7.0]), "V": params["V"] * jnp.array([[5.0], [0.2]])}
-    np.testing.assert_allclose(np.asarray(decay.connectivity(scaled, fixed)), J, rtol=1e-12)
-    with pytest.raises(ValueError, match="rank_fraction"):
-        decay.lowrank_init(jax.random.PRNGKey(0), 10, 0.01)
+    np.testing.assert_allclose(np.asarray(connectivity(scaled, fixed)), J, rtol=1e-12)
+    with pytest.raises(ConfigError, match="rank_fraction"):  # rank round(10 · 0.01) = 0
+        validate(compose_cfg("model=lowrank_linear", "task=fast_decay", "regularizer=none", "model.n_units=10",
+                             "model.rank_fraction=0.01", tiny=False))

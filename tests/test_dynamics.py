@@ -9,9 +9,11 @@ from scipy.optimize import brentq
 
 from rnn_sparsity import artifacts
 from rnn_sparsity.analysis import dynamics
-from rnn_sparsity.analysis.dynamics import DynamicsSettings, FixedPointTracker, analyse_dynamics
+from rnn_sparsity.analysis.dynamics import FixedPointsConfig, FixedPointTracker, PCAConfig, analyse_dynamics
 from rnn_sparsity.config import ConfigError, validate
-from rnn_sparsity.tasks import Conditions
+from rnn_sparsity.contracts import Conditions
+from rnn_sparsity.models.ctrnn import rate_field
+from rnn_sparsity.probes import AnalysisConfig
 
 
 @pytest.fixture
@@ -64,8 +66,9 @@ def test_designed_oscillatory_fixed_point_gives_its_frequency(float64):
     states = orbit[:, None, :]  # (T, B = 1, N): one trial of one condition, its orbit around x*
     conditions = Conditions(inputs=u[None], trial_condition=np.array([0]), window=slice(0, 50), anchor_step=0,
                             omegas=np.array([0.25]))
-    settings = DynamicsSettings(n_perturbed=9, perturbation_std=0.05, n_sampled=10, n_components=3)
-    metrics, arrays = analyse_dynamics(params, conditions, states, settings, tau=tau, seed=0)
+    settings = AnalysisConfig(fixed_points=FixedPointsConfig(enabled=True, n_perturbed=9, perturbation_std=0.05,
+                                                             n_sampled=10), pca=PCAConfig(enabled=True, n_components=3))
+    metrics, arrays = analyse_dynamics(rate_field, params, conditions, states, settings, tau=tau, seed=0)
 
     centre = np.argmin(np.linalg.norm(arrays["fp_points"] - x_star, axis=1))
     np.testing.assert_allclose(arrays["fp_points"][centre], x_star, atol=1e-9)
@@ -100,8 +103,8 @@ def test_tracker_warm_starts_from_the_previous_fixed_points(float64):
         return None, jax.lax.scan(step, jnp.zeros((inputs.shape[1], 1)), None, length=inputs.shape[0])[1]
 
     conditions = Conditions(inputs=np.zeros((1, 1)), trial_condition=np.array([0]), window=slice(0, 60))
-    tracker = FixedPointTracker(apply, np.zeros((60, 1, 1)), conditions, [0], DynamicsSettings(track_starts=4),
-                                jnp.float64, seed=0)
+    tracker = FixedPointTracker(apply, rate_field, np.zeros((60, 1, 1)), conditions, [0],
+                                AnalysisConfig(fixed_points=FixedPointsConfig(track_starts=4)), jnp.float64, seed=0)
     for step, w in [(0, 2.0), (10, 2.5), (10, 9.0), (20, 3.0)]:  # a repeated step is not sampled twice
         tracker.sample(step, {"J": jnp.array([[w]]), "B": jnp.zeros((1, 1)), "b_x": jnp.array([b])})
         previous = tracker.previous[0]

@@ -13,7 +13,9 @@ import pytest
 from matplotlib.collections import PathCollection
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.aggregate import load_runs, main, markdown_table, swept_keys, unstable_eigenvalue_table
+from rnn_sparsity.aggregate import load_runs, main, swept_keys
+from rnn_sparsity.plots.common import markdown_table
+from rnn_sparsity.plots.dynamics import unstable_eigenvalue_table
 from rnn_sparsity.plots.dynamics import (
     DYNAMICS_FIGURES,
     TRACK_CMAP,

@@ -8,7 +8,7 @@ import scipy.linalg
 from helpers import compose_cfg
 
 from rnn_sparsity.config import ConfigError, validate
-from rnn_sparsity.experiment import make_trainer, run, set_precision
+from rnn_sparsity.experiment import make_run, run, set_precision
 
 SMALL = ["sweeps=thalamocortical", "model.n_units=20", "model.rank_fraction=0.2", "analysis.figures=false",
          "optimizer.steps=10", "optimizer.lbfgs_steps=40"]
@@ -17,7 +17,7 @@ SMALL = ["sweeps=thalamocortical", "model.n_units=20", "model.rank_fraction=0.2"
 def test_task_loss_is_the_lyapunov_decay_plus_weighted_terms_and_only_u_v_train():
     cfg = compose_cfg(*SMALL, tiny=False)
     set_precision("float64")
-    trainer = make_trainer(cfg)
+    _, trainer, _ = make_run(cfg)
     params, mask = trainer.model.init(jax.random.key(0), {})
     params = {**params, "J0": 0.5 * params["J0"]}  # a stable network: the decay loss is the Lyapunov trace
     J = np.asarray(trainer.model.recurrent(params))
@@ -40,7 +40,7 @@ def test_optimised_network_is_stable_and_decays_faster_than_at_init(tmp_path):
     assert 0 < metrics["decay_time_5"] < metrics["decay_time_1"]
     assert metrics["decay_time_1_tau"] == pytest.approx(metrics["decay_time_1"] / 0.01)
     from rnn_sparsity import artifacts
-    from rnn_sparsity.plots.rebound import decay_curve_figure
+    from rnn_sparsity.plots.decay import decay_curve_figure
 
     arrays = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)
     curve_t, curve = arrays["decay_curve_time"], arrays["decay_curve_norm"]
@@ -53,7 +53,7 @@ def test_optimised_network_is_stable_and_decays_faster_than_at_init(tmp_path):
     assert metrics["mode_decay_time_1_tau"] == pytest.approx(np.log(100) / (1 - metrics["max_real_eig"]))
     import matplotlib.pyplot as plt
 
-    from rnn_sparsity.plots.rebound import before_after_eigenvalue_figure
+    from rnn_sparsity.plots.decay import before_after_eigenvalue_figure
 
     for draw in (decay_curve_figure, before_after_eigenvalue_figure):
         fig = draw(tmp_path)

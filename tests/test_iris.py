@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import build_task, compose_cfg
 
 from rnn_sparsity import artifacts
 from rnn_sparsity.config import ConfigError, validate
 from rnn_sparsity.experiment import run
-from rnn_sparsity.tasks import make_task
 from rnn_sparsity.tasks.iris import accuracy, cross_entropy, load_iris
 
 IRIS = ["sweeps=iris_l1", "progress=false"]
@@ -17,13 +16,13 @@ def test_shipped_iris_data_and_a_fixed_disjoint_split():
     features, labels = load_iris()
     assert features.shape == (150, 4) and np.bincount(labels).tolist() == [50, 50, 50]
     assert features[0].tolist() == [5.1, 3.5, 1.4, 0.2] and labels[0] == 0  # Fisher's first sample
-    task = make_task(compose_cfg(*IRIS, tiny=False).task, None)
-    again = make_task(compose_cfg(*IRIS, tiny=False).task, None)
+    task = build_task(compose_cfg(*IRIS, tiny=False))
+    again = build_task(compose_cfg(*IRIS, tiny=False))
     assert task.inputs.shape == (1, 120, 4) and task.test_inputs.shape == (1, 30, 4)
     np.testing.assert_array_equal(task.test_inputs, again.test_inputs)  # split_seed fixes the split
     train_rows = {tuple(r) for r in task.inputs[0]} | {tuple(r) for r in task.test_inputs[0]}
     assert len(train_rows) == len({tuple(r) for r in features})  # together they are the whole set
-    other = make_task(compose_cfg(*IRIS, "task.split_seed=1", tiny=False).task, None)
+    other = build_task(compose_cfg(*IRIS, "task.split_seed=1", tiny=False))
     assert not np.array_equal(other.test_inputs, task.test_inputs)
 
 

@@ -5,16 +5,14 @@ import matplotlib.pyplot as plt
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import build_model, build_regularizer, compose_cfg
 from omegaconf import OmegaConf
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.analysis.drr import drr_penalty
+from rnn_sparsity.regularizers.drr import drr_penalty
 from rnn_sparsity.analysis.teacher_distance import is_generic
 from rnn_sparsity.config import ConfigError, validate
-from rnn_sparsity.experiment import make_trainer, run, set_precision
-from rnn_sparsity.models import make_model
-from rnn_sparsity.regularizers import make_regularizer
+from rnn_sparsity.experiment import make_run, run, set_precision
 from rnn_sparsity.tasks.mlp_teacher import make_teacher, teacher_forward
 
 STUDENT = ["task=mlp_teacher", "model=mlp", "model.sizes=[2,25,25,1]", "model.activation=tanh", "model.bias=true",
@@ -28,7 +26,7 @@ def test_teacher_is_generic_and_the_student_model_computes_its_function():
     assert is_generic(teacher, 1e-3)
     cfg = compose_cfg(*STUDENT, tiny=False)
     with jax.enable_x64(True):
-        model = make_model(cfg.model, 2, 1, jnp.float64)
+        model = build_model(cfg, 2, 1, jnp.float64)
         u = np.random.default_rng(0).uniform(-1, 1, (50, 2))
         outputs, _ = model.apply({k: jnp.asarray(v) for k, v in teacher.items()}, jnp.asarray(u)[None])
     np.testing.assert_allclose(np.asarray(outputs[0]), teacher_forward(teacher, u), atol=1e-12)
@@ -53,13 +51,13 @@ def test_perturbed_start_has_the_expected_distance(tmp_path):
 def test_drr_regularizer_is_the_drr_penalty_over_its_targets():
     cfg = compose_cfg(*STUDENT, "regularizer=drr", "regularizer.strength=0.5", "regularizer.rho=0.1", tiny=False)
     set_precision("float64")
-    trainer = make_trainer(cfg)
+    _, trainer, _ = make_run(cfg)
     params, _ = trainer.model.init(jax.random.key(0), {"init_perturbation": 0.0})
     hyper = {"strength": 0.5, "rho": 0.1, "beta": 10.0}
     expected = drr_penalty(params, 0.5, 0.1, 10.0)
     assert float(trainer.regularizer.penalty(params, hyper)) == pytest.approx(float(expected), rel=1e-12)
-    only_first = make_regularizer(OmegaConf.merge(cfg.regularizer, {"targets": ["W1", "b1"]}),
-                                  {k: v.shape for k, v in params.items()})
+    only_first = build_regularizer(compose_cfg(*STUDENT, "regularizer=drr", "regularizer.targets=[W1,b1]", tiny=False),
+                                   {k: v.shape for k, v in params.items()})
     assert float(only_first.penalty(params, hyper)) == pytest.approx(
         float(drr_penalty({"W1": params["W1"], "b1": params["b1"]}, 0.5, 0.1, 10.0)), rel=1e-12)
 

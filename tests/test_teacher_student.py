@@ -3,12 +3,11 @@
 import jax
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import build_model, build_task, compose_cfg, parts_of
 
 from rnn_sparsity.config import ConfigError, validate
-from rnn_sparsity.experiment import make_trainer, run, set_precision
-from rnn_sparsity.tasks import make_task
-from rnn_sparsity.tasks.teachers import teacher_apply
+from rnn_sparsity.experiment import make_run, run, set_precision
+from rnn_sparsity.tasks.teachers import teacher_layers
 
 SMALL = ["task=teacher_student", "model=mlp", "model.sizes=[12,32,32,1]", "model.init_scale=0.2",
          "task.n_train=256", "task.n_test=256", "optimizer=sgd", "optimizer.lr=0.005", "optimizer.batch_size=16",
@@ -19,21 +18,27 @@ SMALL = ["task=teacher_student", "model=mlp", "model.sizes=[12,32,32,1]", "model
 CNN = [o for o in SMALL if not o.startswith("model")] + ["model=cnn"]
 
 
+def teacher_apply(name, x):
+    """The tanh teacher's output through its dense layers (float64)."""
+    for layer in teacher_layers(name):
+        x = np.tanh(x @ layer.T)
+    return x
+
+
 def test_targets_are_the_teacher_plus_noise_of_the_given_std():
-    clean = make_task(compose_cfg(*SMALL, "task.activation=tanh", tiny=False).task, None)
+    clean = build_task(compose_cfg(*SMALL, "task.activation=tanh", tiny=False))
     x = clean.inputs[0]
-    with jax.enable_x64(True):  # the teacher's output in float64 (the data are NumPy float64)
-        np.testing.assert_allclose(clean.targets[0], np.asarray(teacher_apply("baseline_cnn", "tanh", x)), atol=1e-12)
-    noisy = make_task(compose_cfg(*SMALL, "task.activation=tanh", "task.noise_std=0.1", "task.n_train=20000",
-                                  tiny=False).task, None)
-    residual = noisy.targets[0] - np.asarray(teacher_apply("baseline_cnn", "tanh", noisy.inputs[0]))
+    np.testing.assert_allclose(clean.targets[0], teacher_apply("baseline_cnn", x), atol=1e-12)
+    noisy = build_task(compose_cfg(*SMALL, "task.activation=tanh", "task.noise_std=0.1", "task.n_train=20000",
+                                  tiny=False))
+    residual = noisy.targets[0] - teacher_apply("baseline_cnn", noisy.inputs[0])
     assert np.std(residual) == pytest.approx(0.1, rel=0.03)
     assert not np.allclose(clean.test_inputs, clean.inputs)
 
 
 def test_each_epoch_visits_every_sample_once_in_a_new_order():
     set_precision("float32")
-    trainer = make_trainer(compose_cfg(*SMALL, tiny=False))
+    _, trainer, _ = make_run(compose_cfg(*SMALL, tiny=False))
     key = jax.random.key(3)
     epoch = [np.asarray(trainer.batch_indices(key, step)) for step in range(16)]
     np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.arange(256))
@@ -74,7 +79,7 @@ def test_bad_teacher_student_input_fails_with_the_key(override, key):
 
 
 def test_a_model_the_task_cannot_train_is_refused():
-    with pytest.raises(ConfigError, match="task=teacher_student needs model=mlp") as err:
+    with pytest.raises(ConfigError, match="task=teacher_student gives static inputs; model=ctrnn learns sequence") as err:
         validate(compose_cfg("task=teacher_student", tiny=False))
     assert err.value.key == "model.name"
 
@@ -91,20 +96,19 @@ def test_sparsity_counts_exact_and_near_zeros_in_total_and_per_layer():
 
 @pytest.mark.parametrize("teacher,channels", [("baseline_cnn", "[1,1,1,1]"), ("multichannel_cnn", "[1,4,4,1]")])
 def test_cnn_student_with_the_teachers_filters_is_the_teacher(teacher, channels):
-    from rnn_sparsity.models import make_model
     from rnn_sparsity.tasks.teachers import _TEACHERS  # the stated filters, (banks, positions) per layer
 
     cfg = compose_cfg(*CNN, f"model.channels={channels}", "model.activation=tanh",
                       f"task.teacher={teacher}", "task.activation=tanh", tiny=False)
     validate(cfg)
-    task = make_task(cfg.task, cfg.model)
+    task = build_task(cfg)
     with jax.enable_x64(True):
-        model = make_model(cfg.model, 12, 1, jax.numpy.float64)
+        model = build_model(cfg, 12, 1, jax.numpy.float64)
         params = {f"W{l}": jax.numpy.asarray(banks[0], dtype=float)
                   for l, (banks, _) in enumerate(_TEACHERS[teacher], start=1)}
         outputs, _ = model.apply(params, jax.numpy.asarray(task.inputs))
     np.testing.assert_allclose(np.asarray(outputs), task.targets, atol=1e-12)
-    assert task.param_metrics({k: np.asarray(v) for k, v in params.items()})["teacher_distance"] < 1e-12
+    assert parts_of(cfg).task.teacher_distance({k: np.asarray(v) for k, v in params.items()})["teacher_distance"] < 1e-12
 
 
 def test_cnn_student_trains_and_bad_kernels_are_refused(tmp_path):

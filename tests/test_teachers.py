@@ -1,10 +1,12 @@
 """Teachers against a direct NumPy evaluation of the stated CNN weights (loops over positions and channels)."""
 
-import jax
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from rnn_sparsity.tasks import teachers
+from rnn_sparsity.tasks.teacher_student import teacher_data
 
 # The weights as the study states them, written out again here (not read from the module):
 # per layer, the filter bank at each output position, shape (C_out, C_in, k); stride = k.
@@ -51,12 +53,11 @@ def teacher_by_loops(name, activation, x):
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("name", teachers.TEACHERS)
-def test_teacher_apply_equals_loops_over_stated_weights(name, activation):
-    x = np.random.default_rng(0).normal(size=(16, 12))
-    with jax.enable_x64(True):
-        y = np.asarray(teachers.teacher_apply(name, activation, x))
-    assert y.shape == (16, 1)
-    np.testing.assert_allclose(y, teacher_by_loops(name, activation, x), rtol=1e-12, atol=1e-12)
+def test_the_tasks_targets_equal_loops_over_stated_weights(name, activation):
+    cfg = SimpleNamespace(teacher=name, activation=activation, noise_std=0.0)
+    x, y = teacher_data(cfg, 16, np.random.default_rng(0))
+    assert x.shape == (1, 16, 12) and y.shape == (1, 16, 1)
+    np.testing.assert_allclose(y[0], teacher_by_loops(name, activation, x[0]), rtol=1e-12, atol=1e-12)
 
 
 def test_dense_layers_are_channel_major_with_the_stated_widths():
@@ -69,15 +70,6 @@ def test_dense_layers_are_channel_major_with_the_stated_widths():
     assert np.count_nonzero(second[3]) == 8  # 4 channels × 2 taps, nothing else
 
 
-def test_teacher_apply_is_jittable_float32():
-    x = np.ones((3, 12), np.float32)
-    y = jax.jit(teachers.teacher_apply, static_argnums=(0, 1))("baseline_cnn", "tanh", x)
-    assert y.dtype == np.float32
-    np.testing.assert_allclose(y, teacher_by_loops("baseline_cnn", "tanh", x), rtol=1e-5)
-
-
-@pytest.mark.parametrize("name, activation, allowed", [("lenet", "tanh", "baseline_cnn, multichannel_cnn"),
-                                                       ("baseline_cnn", "gelu", "relu, sigmoid, tanh")])
-def test_unknown_names_raise_naming_the_allowed_ones(name, activation, allowed):
-    with pytest.raises(ValueError, match=allowed):
-        teachers.teacher_apply(name, activation, np.zeros((1, 12)))
+def test_an_unknown_teacher_raises_naming_the_allowed_ones():
+    with pytest.raises(ValueError, match="baseline_cnn, multichannel_cnn"):
+        teachers.teacher_layers("lenet")

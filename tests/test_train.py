@@ -7,24 +7,39 @@ import pytest
 from helpers import compose_cfg
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.experiment import fit, hyper_values, make_trainer, run, set_precision
+from rnn_sparsity.experiment import fit, make_run, run, set_precision
+from rnn_sparsity.probes import SpectrumProbe
 
 
 def trainer_for(*overrides):
     cfg = compose_cfg(*overrides)
     set_precision(cfg.precision)
-    trainer = make_trainer(cfg)
-    return cfg, trainer, hyper_values(cfg, trainer.dtype)
+    _, trainer, hyper = make_run(cfg)
+    return cfg, trainer, hyper
+
+
+def pure_train(trainer, key, hyper):
+    """All of training as one pure function of (key, hyper): every chunk of every stage (none skipped),
+    the records concatenated (valid == False marks steps of stages that did not run)."""
+    state, records = None, []
+    for _, state, rec in trainer.chunks(key, hyper):
+        if rec is not None:
+            records.append(rec)
+    return state, jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *records)
+
+
+def with_strength(hyper, strength):
+    return {**hyper, "regularizer": {**hyper["regularizer"], "strength": strength}}
 
 
 def test_vmap_over_two_strengths_equals_two_separate_calls():
     cfg, trainer, hyper = trainer_for("precision=float64")
     strengths = jnp.array([1e-3, 1.0])
-    batched = {k: jnp.stack([v, v]) for k, v in hyper.items()} | {"strength": strengths}
+    batched = with_strength(jax.tree.map(lambda v: jnp.stack([v, v]), hyper), strengths)
     key = jax.random.key(3)
-    states, records = jax.vmap(trainer.train, in_axes=(None, 0))(key, batched)
+    states, records = jax.vmap(lambda k, h: pure_train(trainer, k, h), in_axes=(None, 0))(key, batched)
     for i, strength in enumerate(strengths):
-        state, rec = trainer.train(key, hyper | {"strength": strength})
+        state, rec = pure_train(trainer, key, with_strength(hyper, strength))
         for name in state.best_params:
             np.testing.assert_allclose(states.best_params[name][i], state.best_params[name], rtol=1e-7, atol=1e-10)  # float64, reordered sums
         np.testing.assert_allclose(records["loss"][i], rec["loss"], rtol=1e-9)
@@ -35,17 +50,18 @@ def test_vmap_over_two_strengths_equals_two_separate_calls():
 def test_host_loop_gives_the_same_result_as_the_pure_train():
     cfg, trainer, hyper = trainer_for("precision=float64", "regularizer.strength=0.1")
     key = jax.random.key(0)
-    state, records = trainer.train(key, hyper)
-    result = fit(trainer, key, hyper, progress=False)
+    state, records = pure_train(trainer, key, hyper)
+    spectrum = SpectrumProbe(trainer.model.recurrent)
+    result = fit(trainer, key, hyper, [spectrum], progress=False)
     valid = np.asarray(records["valid"])
     np.testing.assert_allclose(result.history["loss"], np.asarray(records["loss"])[valid], rtol=1e-12)
     np.testing.assert_allclose(result.state.best_params["J"], state.best_params["J"], rtol=1e-12)
-    assert result.samples["eig_steps"].tolist() == list(range(0, int(state.step) + 1, 20))
+    assert spectrum.arrays()["eig_steps"].tolist() == list(range(0, int(state.step) + 1, 20))
 
 
 def test_activity_is_the_mean_squared_rate_over_the_loss_weighted_steps():
     cfg, trainer, hyper = trainer_for("precision=float64", "regularizer.activity=0.5")
-    params, mask = trainer.model.init(jax.random.key(1), hyper)
+    params, mask = trainer.model.init(jax.random.key(1), hyper["model"])
     _, states = trainer.model.apply(params, jnp.asarray(trainer.task.inputs))
     rates = np.tanh(np.asarray(states))  # (T, B, N)
     train_phase = np.asarray(trainer.task.loss_weights)[:, 0, 0] > 0  # the sine task weights 0 / 1 per step
@@ -53,7 +69,7 @@ def test_activity_is_the_mean_squared_rate_over_the_loss_weighted_steps():
     task, activity = trainer.losses(params, mask)
     assert float(activity) == pytest.approx(expected, rel=1e-12)
     assert float(trainer.fit_loss(params, mask, hyper)) == pytest.approx(float(task) + 0.5 * expected, rel=1e-12)
-    assert float(trainer.fit_loss(params, mask, hyper | {"activity": 0.0})) == float(task)
+    assert float(trainer.fit_loss(params, mask, {**hyper, "regularizer": {**hyper["regularizer"], "activity": 0.0}})) == float(task)
 
 
 def test_activity_penalty_lowers_the_rates_and_counts_in_the_final_loss(tmp_path):
@@ -107,7 +123,7 @@ def test_lbfgs_stops_at_its_gradient_tolerance_and_adam_does_not():
     lbfgs = full[full["stage"] == "lbfgs"]
     tol = float(lbfgs["grad_norm"].iloc[:8].min())  # reached within the first 8 L-BFGS steps
     stop = int(np.flatnonzero(lbfgs["grad_norm"].to_numpy() <= tol)[0])
-    cut = fit(trainer, key, hyper | {"lbfgs_tol": tol}, progress=False).history
+    cut = fit(trainer, key, {**hyper, "optimizer": {**hyper["optimizer"], "lbfgs_tol": tol}}, progress=False).history
     assert (cut["stage"] == "adam").sum() == (full["stage"] == "adam").sum()  # the tolerance is L-BFGS's only
     assert (cut["stage"] == "lbfgs").sum() == stop + 1 < len(lbfgs)  # the step at ‖∇f‖ <= tol is the last
     np.testing.assert_allclose(cut["loss"], full["loss"].iloc[:len(cut)], rtol=1e-12)

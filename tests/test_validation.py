@@ -127,7 +127,7 @@ def test_an_unwritable_failure_record_leaves_the_run_incomplete_and_says_why(tmp
             raise OSError(28, "No space left on device")
         return write_metrics(run_dir, metrics)
 
-    def broken_figures(run_dir):
+    def broken_figures(run_dir, figures=None):
         assert artifacts.read_metrics(run_dir)["status"] == "completed"  # written before the figures
         raise RuntimeError("figure drawing broke")
 
@@ -177,15 +177,14 @@ def test_the_memory_estimate_counts_every_copy_and_is_checked_against_an_acceler
 
     experiment.set_precision("float32")
     cfg = compose_cfg("optimizer=adam")
-    trainer = experiment.make_trainer(cfg)
-    hyper = experiment.hyper_values(cfg, trainer.dtype)
+    _, trainer, hyper = experiment.make_run(cfg)
     parts = experiment.memory_estimate(trainer, hyper)
     n, steps, tasks = 16, round((4 + 24) / 0.2), 3  # TINY: 16 units, 140 Euler steps, 3 frequencies
     param_bytes = 4 * (n * n + n + n + n + 1)  # J, B, b_x, w, b_z
     assert parts["parameters"] == 5 * param_bytes  # θ, gradient, initial, best, mask
     assert 2 * param_bytes <= parts["optimizer state"] < 3 * param_bytes  # Adam's two moments
     assert parts["trajectory"] == experiment.BACKWARD_FACTOR * 4 * steps * tasks * (n + 1)  # states + outputs
-    minibatch = experiment.make_trainer(compose_cfg("optimizer=adam", "optimizer.batch_size=1"))
+    minibatch = experiment.make_run(compose_cfg("optimizer=adam", "optimizer.batch_size=1"))[1]
     assert experiment.memory_estimate(minibatch, hyper)["trajectory"] == parts["trajectory"] // tasks
 
     monkeypatch.setattr(experiment.jax, "devices", lambda: [FakeAccelerator(limit=10**6, in_use=9 * 10**5)])

@@ -39,34 +39,6 @@ import numpy as np
 from scipy.linalg import expm
 from scipy.optimize import brentq
 
-Params = dict
-
-
-# --------------------------------------------------------------------------------------- the model
-def lowrank_init(key: jax.Array, n_units: int, rank_fraction: float, dtype=jnp.float32) -> tuple[Params, Params]:
-    """({"U": (N, n), "V": (n, N)}, {"J0": (N, N), "w": (N,)}), every entry N(0, 1/N), n = round(N · rank_fraction).
-
-    The scale of U and V never reaches J (their columns/rows are renormalised in `connectivity`); it only
-    sets how far a gradient step turns them: the gradient of a scale-free function of U_:k is ∝ 1/‖U_:k‖,
-    so a step η turns U_:k by ~ η/‖U_:k‖², and with N(0, 1/N) entries ‖U_:k‖ ≈ ‖V_k:‖ ≈ 1.
-    """
-    rank = int(round(n_units * rank_fraction))
-    if not 1 <= rank <= n_units:
-        raise ValueError(f"rank_fraction={rank_fraction} gives rank n = round({n_units} · {rank_fraction}) = {rank};"
-                         f" allowed: 1 ≤ n ≤ N = {n_units}")
-    k_j0, k_w, k_u, k_v = jax.random.split(key, 4)
-    std = n_units ** -0.5  # a Python float, so it keeps `dtype` (a NumPy scalar would promote to float64)
-    normal = lambda k, shape: std * jax.random.normal(k, shape, dtype)  # noqa: E731
-    return ({"U": normal(k_u, (n_units, rank)), "V": normal(k_v, (rank, n_units))},
-            {"J0": normal(k_j0, (n_units, n_units)), "w": normal(k_w, (n_units,))})
-
-
-def connectivity(params: Params, fixed: Params) -> jax.Array:
-    """J = J0 + Û V̂, Û_:k = U_:k / ‖U_:k‖, V̂_k: = V_k: / ‖V_k:‖ (unit columns of U, unit rows of V)."""
-    U, V = params["U"], params["V"]
-    U_hat = U / jnp.linalg.norm(U, axis=0, keepdims=True)
-    V_hat = V / jnp.linalg.norm(V, axis=1, keepdims=True)
-    return fixed["J0"] + U_hat @ V_hat
 
 
 # ------------------------------------------------------------------------- differentiable eigensystem
@@ -134,12 +106,6 @@ def decay_losses(J: jax.Array, w: jax.Array, tau) -> dict[str, jax.Array]:
             "smoothness": tau * jnp.real(a @ (L * G) @ jnp.conj(a))}
 
 
-def total_loss(params: Params, fixed: Params, tau, alpha=1e5, beta=0.01) -> jax.Array:
-    """L1 + α L2 + β L3 for J = connectivity(params, fixed) and the readout fixed["w"]."""
-    losses = decay_losses(connectivity(params, fixed), fixed["w"], tau)
-    return losses["decay"] + alpha * losses["stability"] + beta * losses["smoothness"]
-
-
 # --------------------------------------------------------------------------------------- decay curves
 @jax.jit
 def _norm_curve(gamma: jax.Array, weights: jax.Array, times) -> jax.Array:
@@ -164,16 +130,6 @@ def expected_norm(J: jax.Array, tau, times) -> jax.Array:
     return _norm_curve(*_curve_parts(J, tau), times)
 
 
-def decay_time(J: jax.Array, tau, fraction: float, t_max: float, n_grid: int = 2001) -> float:
-    """First t ≤ t_max at which `expected_norm` falls below `fraction` (of its value 1 at t = 0); NaN if none.
-
-    The curve is evaluated on a uniform grid of `n_grid` points over [0, t_max] and the first crossing is
-    refined by Brent's method on the analytic curve (to machine precision). A dip below `fraction` narrower
-    than the grid step can be missed. For J = c I the answer is τ ln(1/fraction) / (1 - c).
-    """
-    return _first_crossing(*_curve_parts(J, tau), fraction, t_max, n_grid)
-
-
 def _first_crossing(gamma, weights, fraction: float, t_max: float, n_grid: int = 2001) -> float:
     grid = np.linspace(0.0, t_max, n_grid)
     below = np.flatnonzero(np.asarray(_norm_curve(gamma, weights, grid)) < fraction)
@@ -191,18 +147,17 @@ def _mode_time(rate: float, fraction: float) -> float:
     return float(np.log(1.0 / fraction) / rate) if rate > 0 else float("nan")
 
 
-def slowest_mode_time(J: jax.Array, tau, fraction: float) -> float:
-    """τ ln(1/fraction) / (-max_i Re γ_i τ): the time the slowest eigenmode takes to fall to `fraction`.
-
-    Every start ends up decaying at this rate, so it is the asymptotic decay time; for a normal J it is
-    also the worst case (`worst_case_decay_time`). NaN unless every Re γ_i < 0.
-    """
-    return _mode_time((1.0 - float(max_real_eigenvalue(jnp.asarray(J)))) / tau, fraction)
-
-
 def decay_times(J: jax.Array, tau, fraction: float, t_max: float, steps_per_tau: int = 8) -> dict[str, float]:
-    """The three readings of "decay to `fraction`", from one eigen-decomposition: {"expected": `decay_time`,
-    "mode": `slowest_mode_time`, "worst": `worst_case_decay_time`} (NaN where not reached by t_max)."""
+    """The three readings of "decay to `fraction`", from one eigen-decomposition: {"expected": the mean start's,
+    "mode": the slowest eigenmode's, "worst": the worst start's} (NaN where not reached by t_max).
+
+    expected: the first t ≤ t_max at which `expected_norm` falls below `fraction` (of its value 1 at
+    t = 0), on a grid of 2001 points refined by Brent's method (a dip narrower than the grid step can
+    be missed; for J = c I it is τ ln(1/fraction) / (1 - c)). mode: τ ln(1/fraction) / (-max Re γ τ),
+    the asymptotic decay time (every start ends up decaying at this rate). worst: the first t at which
+    ‖e^{At}‖₂ < `fraction`, so that no start's norm is above `fraction` of where it began: as
+    ‖e^{At}‖₂ is at least both other curves, the search starts at the later of the two, steps e^{At}
+    forward by e^{A τ/steps_per_tau} and refines the crossing by bisection on expm(A t)."""
     gamma, weights = _curve_parts(J, tau)
     expected = _first_crossing(gamma, weights, fraction, t_max)
     mode = _mode_time(-float(jnp.max(jnp.real(gamma))), fraction)
@@ -210,20 +165,8 @@ def decay_times(J: jax.Array, tau, fraction: float, t_max: float, steps_per_tau:
             "worst": _worst_crossing(J, tau, fraction, t_max, max(expected, mode), steps_per_tau)}
 
 
-def worst_case_decay_time(J: jax.Array, tau, fraction: float, t_max: float, steps_per_tau: int = 8) -> float:
-    """First t ≤ t_max at which ‖e^{At}‖₂ < `fraction`: from then on no start's norm is above `fraction` of
-    where it began (at that moment). NaN if not reached by t_max.
-
-    ‖e^{At}‖₂ ≥ ‖e^{At}‖_F/√N (the expected-norm curve) and ≥ e^{max Re γ t} (the slowest mode), so the
-    search starts at the later of `decay_time` and `slowest_mode_time`, steps e^{At} forward by
-    e^{A τ/steps_per_tau} (one matmul and one largest singular value per step) and refines the first
-    crossing by bisection on exact e^{At} = expm(A t).
-    """
-    return decay_times(J, tau, fraction, t_max, steps_per_tau)["worst"]
-
-
 def _worst_crossing(J, tau, fraction: float, t_max: float, start: float, steps_per_tau: int) -> float:
-    """`worst_case_decay_time`'s search from the lower bound `start` (NaN: no bound within t_max)."""
+    """The worst-start search from the lower bound `start` (NaN: no bound within t_max)."""
     if not start <= t_max:  # NaN (never decays within t_max) or beyond it
         return float("nan")
     J = np.asarray(J, np.float64)

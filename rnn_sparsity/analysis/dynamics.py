@@ -1,8 +1,9 @@
 """Dynamics of a trained CTRNN (`analysis=dynamics`): fixed and slow points per task input, their
 Jacobian spectra, PCA of the trajectories, and fixed points tracked during training.
 
-A *condition* is one static input u (tasks.Conditions): for the sine-wave task the level u_j of task j,
-for the flip-flop task u = 0. Under each, fixed points F(x) = -x + J tanh(x) + B u + b_x = 0 are sought
+A *condition* is one static input u (contracts.Conditions): for the sine-wave task the level u_j of task
+j, for the flip-flop task u = 0. The model's `rate_field(params, u) -> (J, c)` gives the vector field
+under it, F(x) = -x + J tanh(x) + c (maths.rate_velocity), and fixed points F(x) = 0 are sought
 from the starts researchers use: the drive-phase end state x_a, Gaussian perturbations x_a + σ ε
 (σ = `perturbation_std`), and states sampled at random times of the condition's trajectory. A task
 without a drive phase (flip-flop) perturbs sampled trajectory states instead of x_a.
@@ -15,13 +16,15 @@ complex pair with Im λ / τ ≈ ω_j; `fp_freq_error` is the median over tasks 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import jax
 import numpy as np
 
-from ..tasks import Conditions
-from .fixed_points import FixedPoints, find_fixed_points, jacobian, slow_points
+from ..contracts import Conditions, Probe
+from ..maths import rate_jacobian
+from .fixed_points import FixedPoints, find_fixed_points, slow_points
 from .pca import fit_pca
 
 TRAJECTORIES_KEPT = 64  # trials whose PC-space trajectories are written (all tasks of the sine study)
@@ -29,30 +32,37 @@ TRAJECTORY_POINTS = 400  # time points kept per written trajectory (strided)
 OSCILLATORY = 1e-6  # |Im λ| above which an eigenvalue counts as part of a complex pair
 
 
-class DynamicsSettings(NamedTuple):
-    """The analysis.fixed_points / slow_points / pca keys as plain values."""
-    fixed_points: bool = True
-    n_perturbed: int = 49
-    perturbation_std: float = 0.5
-    n_sampled: int = 50
-    tol: float | None = None
-    max_iter: int = 200
-    dedup_radius: float = 1e-2
-    track_starts: int = 8
-    slow_points: bool = False
-    slow_tol: float = 1e-4
-    pca: bool = True
-    n_components: int = 10
-    skip_steps: int = 0
-    rates: bool = False
+@dataclass
+class FixedPointsConfig:
+    enabled: bool = False  # find fixed points of the trained network for every condition (task input)
+    n_perturbed: int = 49  # starts: Gaussian perturbations of the drive-phase end state ...
+    perturbation_std: float = 0.5  # ... with this standard deviation
+    n_sampled: int = 50  # starts: states at random times of the condition's trajectory
+    tol: Optional[float] = None  # accept ‖F(x)‖ < tol; null: 1e-10 in float64, 1e-5 in float32
+    max_iter: int = 200  # Levenberg–Marquardt iterations per start at most
+    dedup_radius: float = 1e-2  # points closer than this are one fixed point
+    track_starts: int = 8  # starts per tracked task during training, besides the previous sample's points
 
-    @classmethod
-    def from_config(cls, analysis) -> "DynamicsSettings":
-        fp, sp, pca = analysis.fixed_points, analysis.slow_points, analysis.pca
-        return cls(fixed_points=fp.enabled, n_perturbed=fp.n_perturbed, perturbation_std=fp.perturbation_std, n_sampled=fp.n_sampled,
-                   tol=fp.tol, max_iter=fp.max_iter, dedup_radius=fp.dedup_radius, track_starts=fp.track_starts,
-                   slow_points=sp.enabled, slow_tol=sp.tol, pca=pca.enabled, n_components=pca.n_components,
-                   skip_steps=pca.skip_steps, rates=pca.rates)
+
+@dataclass
+class SlowPointsConfig:
+    enabled: bool = False  # also look for slow points: local minima of q = ½‖F‖² that are not fixed points
+    tol: float = 1e-4  # keep minima with q below this
+
+
+@dataclass
+class PCAConfig:
+    enabled: bool = False  # PCA of the train-phase states of all tasks
+    n_components: int = 10
+    skip_steps: int = 0  # leave out this many initial steps of every trajectory (a transient)
+    rates: bool = False  # PCA of the rates tanh(x) rather than of x
+
+
+class Settings(Protocol):
+    """What the analysis reads of the `analysis` group (probes.AnalysisConfig)."""
+    fixed_points: FixedPointsConfig
+    slow_points: SlowPointsConfig
+    pca: PCAConfig
 
 
 # ------------------------------------------------------------------------------------------- starts
@@ -90,10 +100,11 @@ def make_starts(rng: np.random.Generator, anchor: np.ndarray | None, trajectory:
 
 
 # -------------------------------------------------------------------------------------- after training
-def leading_unstable_direction(params: dict, point: np.ndarray) -> np.ndarray:
+def leading_unstable_direction(J, point: np.ndarray) -> np.ndarray:
     """The main unstable direction at a point: the eigenvector of DF with the largest Re λ (for a complex
     pair, the major axis of its plane), unit norm."""
-    values, vectors = np.linalg.eig(np.asarray(jacobian(params, point), dtype=np.float64))
+    values, vectors = np.linalg.eig(np.asarray(rate_jacobian(jax.numpy.asarray(J), jax.numpy.asarray(point)),
+                                               dtype=np.float64))
     v = vectors[:, int(np.argmax(values.real))]
     # a complex eigenvector is defined up to a phase e^{iθ}: take the θ that makes vᵀv real and positive,
     # so Re v is the major axis of the ellipse the mode traces (the longest real direction in its plane)
@@ -139,11 +150,12 @@ def fixed_point_metrics(n_unstable: np.ndarray) -> dict[str, Any]:
             "mean_unstable_eigs": float(n_unstable.mean()) if n_unstable.size else None}
 
 
-def analyse_dynamics(params: dict, conditions: Conditions, states, settings: DynamicsSettings, *,
+def analyse_dynamics(rate_field: Callable, params: dict, conditions: Conditions, states, settings: Settings, *,
                      tau: float, seed: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Fixed points (and slow points) per condition, their spectra, the frequency check and PCA.
 
-    params: the effective CTRNN parameters (J masked); states (T, B, N) of all trials from x = 0.
+    rate_field(params, u) -> (J, c) of the network (params effective: J masked); states (T, B, N) of all
+    trials from x = 0; tau the time constant of F = τ ẋ.
     Returns (metrics, arrays) following the analysis.npz keys fp_*, sp_*, pca_*, condition_*.
     """
     states = np.asarray(states)
@@ -151,9 +163,10 @@ def analyse_dynamics(params: dict, conditions: Conditions, states, settings: Dyn
     paths, starts_at = trajectories(conditions, states), anchors(conditions, states)
     arrays: dict[str, np.ndarray] = {"condition_inputs": np.asarray(conditions.inputs, float)}
     metrics: dict[str, Any] = {}
-    if settings.fixed_points or settings.slow_points:
-        found, slow = search_conditions(params, conditions, paths, starts_at, settings, rng)
-        if settings.fixed_points:
+    fp, sp = settings.fixed_points, settings.slow_points
+    if fp.enabled or sp.enabled:
+        found, slow = search_conditions(rate_field, params, conditions, paths, starts_at, settings, rng)
+        if fp.enabled:
             arrays.update(stack_fixed_points(found, states.shape[-1]))
             metrics.update(fixed_point_metrics(arrays["fp_n_unstable"]),
                            n_fixed_point_starts=int(sum(f.n_starts for f in found)),
@@ -161,29 +174,31 @@ def analyse_dynamics(params: dict, conditions: Conditions, states, settings: Dyn
             if conditions.omegas is not None:
                 arrays["condition_omegas"] = np.asarray(conditions.omegas, float)
                 arrays["fp_omega"], metrics["fp_freq_error"] = frequency_check(found, paths, conditions.omegas, tau)
-        if settings.slow_points:
+        if sp.enabled:
             arrays.update(sp_points=np.concatenate([s.points for s in slow]).reshape(-1, states.shape[-1]),
                           sp_condition=np.concatenate([np.full(len(s.points), c) for c, s in enumerate(slow)]),
                           sp_q=np.concatenate([s.q_values for s in slow]))
-    metrics["n_slow_points"] = int(len(arrays["sp_q"])) if settings.slow_points else None
-    if settings.pca:
-        pca_arrays, metrics["pca_var_explained_3"] = project_dynamics(params, conditions, states, arrays, settings)
+    metrics["n_slow_points"] = int(len(arrays["sp_q"])) if sp.enabled else None
+    if settings.pca.enabled:
+        J = rate_field(params, conditions.inputs[0])[0]
+        pca_arrays, metrics["pca_var_explained_3"] = project_dynamics(J, conditions, states, arrays, settings.pca)
         arrays.update(pca_arrays)
     return metrics, arrays
 
 
-def search_conditions(params, conditions: Conditions, paths, starts_at, settings: DynamicsSettings, rng):
+def search_conditions(rate_field: Callable, params, conditions: Conditions, paths, starts_at, settings: Settings, rng):
     """Fixed points (and slow points when asked) under each condition's input, from its starts."""
     found, slow = [], []
+    fp, sp = settings.fixed_points, settings.slow_points
     for c, u in enumerate(conditions.inputs):
-        starts = make_starts(rng, None if starts_at is None else starts_at[c], paths[c], settings.n_perturbed,
-                             settings.perturbation_std, settings.n_sampled)
-        if settings.fixed_points:
-            found.append(find_fixed_points(params, u, starts, tol=settings.tol, max_iter=settings.max_iter,
-                                           dedup_radius=settings.dedup_radius))
-        if settings.slow_points:
-            slow.append(slow_points(params, u, starts, q_tol=settings.slow_tol, tol=settings.tol,
-                                    dedup_radius=settings.dedup_radius))
+        starts = make_starts(rng, None if starts_at is None else starts_at[c], paths[c], fp.n_perturbed,
+                             fp.perturbation_std, fp.n_sampled)
+        J, drive = rate_field(params, u)
+        if fp.enabled:
+            found.append(find_fixed_points(J, drive, starts, tol=fp.tol, max_iter=fp.max_iter,
+                                           dedup_radius=fp.dedup_radius))
+        if sp.enabled:
+            slow.append(slow_points(J, drive, starts, q_tol=sp.tol, tol=fp.tol, dedup_radius=fp.dedup_radius))
     return found, slow
 
 
@@ -197,8 +212,8 @@ def stack_fixed_points(found: list[FixedPoints], n: int) -> dict[str, np.ndarray
             "fp_is_stable": np.concatenate([f.is_stable for f in found]).astype(bool)}
 
 
-def project_dynamics(params: dict, conditions: Conditions, states: np.ndarray, found: dict[str, np.ndarray],
-                     settings: DynamicsSettings) -> tuple[dict[str, np.ndarray], float]:
+def project_dynamics(J, conditions: Conditions, states: np.ndarray, found: dict[str, np.ndarray],
+                     settings: PCAConfig) -> tuple[dict[str, np.ndarray], float]:
     """PCA of the window states of all trials (after skip_steps; of x or of tanh(x)), and trajectories,
     fixed points, slow points and leading unstable directions in PC coordinates."""
     transform = np.tanh if settings.rates else (lambda x: x)
@@ -213,7 +228,7 @@ def project_dynamics(params: dict, conditions: Conditions, states: np.ndarray, f
               "pca_trajectories": np.asarray(pca.project(window[::stride, kept].transpose(1, 0, 2))),
               "pca_trajectory_condition": np.asarray(conditions.trial_condition)[kept]}
     if "fp_points" in found:
-        arrays.update(fixed_points_in_pcs(params, pca, found["fp_points"], found["fp_is_stable"], settings.rates))
+        arrays.update(fixed_points_in_pcs(J, pca, found["fp_points"], found["fp_is_stable"], settings.rates))
     if "sp_points" in found:
         arrays["pca_slow_points"] = project_points(pca, transform(found["sp_points"]))
     return arrays, float(np.sum(arrays["pca_variance_explained"][:3]))
@@ -224,13 +239,13 @@ def project_points(pca, points: np.ndarray) -> np.ndarray:
     return np.asarray(pca.project(points)).reshape(len(points), len(pca.variance_explained))
 
 
-def fixed_points_in_pcs(params: dict, pca, points: np.ndarray, is_stable: np.ndarray, rates: bool):
+def fixed_points_in_pcs(J, pca, points: np.ndarray, is_stable: np.ndarray, rates: bool):
     """pca_fixed_points (K, P) and pca_unstable_directions (K, P), NaN rows for stable points."""
     transform = np.tanh if rates else (lambda x: x)
     arrays = {"pca_fixed_points": project_points(pca, transform(points))}
     directions = np.full((len(points), len(pca.variance_explained)), np.nan)
     for k in np.flatnonzero(~is_stable):
-        direction = leading_unstable_direction(params, points[k])
+        direction = leading_unstable_direction(J, points[k])
         if rates:  # tanh(x) moves along (1 - tanh² x) ⊙ v when x moves along v
             direction = (1 - np.tanh(points[k]) ** 2) * direction
             direction /= max(np.linalg.norm(direction), np.finfo(float).tiny)
@@ -240,15 +255,16 @@ def fixed_points_in_pcs(params: dict, pca, points: np.ndarray, is_stable: np.nda
 
 
 # ------------------------------------------------------------------------------------ during training
-class FixedPointTracker:
+class FixedPointTracker(Probe):
     """Fixed points of the tracked conditions at each sample during training, warm-started from the
     previous sample's points: starts are those points (cycled to fill `track_starts` slots, or trajectory
     samples before any was found) plus the drive-end state and trajectory samples (`track_starts` more).
     The start count is fixed, so the search compiles once. `arrays()` gives one row per (step, point)."""
 
-    def __init__(self, apply, inputs: np.ndarray, conditions: Conditions, track: Sequence[int],
-                 settings: DynamicsSettings, dtype, seed: int):
-        self.conditions, self.track, self.settings = conditions, [int(c) for c in track], settings
+    def __init__(self, apply, rate_field: Callable, inputs: np.ndarray, conditions: Conditions, track: Sequence[int],
+                 settings: Settings, dtype, seed: int):
+        self.conditions, self.track, self.settings = conditions, [int(c) for c in track], settings.fixed_points
+        self.rate_field = rate_field
         self.trials = np.flatnonzero(np.isin(conditions.trial_condition, self.track))
         self.local = conditions._replace(trial_condition=np.asarray(conditions.trial_condition)[self.trials])
         self.inputs = jax.numpy.asarray(inputs[:, self.trials], dtype)
@@ -278,7 +294,7 @@ class FixedPointTracker:
         local_anchors = anchors(self.local, states)
         for c in self.track:
             anchor = None if local_anchors is None else local_anchors[c]
-            fps = find_fixed_points(params, self.conditions.inputs[c], self.starts(c, anchor, local_paths[c]),
+            fps = find_fixed_points(*self.rate_field(params, self.conditions.inputs[c]), self.starts(c, anchor, local_paths[c]),
                                     tol=self.settings.tol, max_iter=self.settings.max_iter,
                                     dedup_radius=self.settings.dedup_radius)
             self.previous[c] = fps.points

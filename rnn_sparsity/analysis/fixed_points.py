@@ -1,6 +1,9 @@
-"""Fixed points and slow points of the CTRNN under a static input u.
+"""Fixed points and slow points of a rate network under a static input: of the vector field
 
-    F(x) = -x + J tanh(x) + B u + b_x,        DF(x) = -I + J diag(1 - tanh² x)
+    F(x) = -x + J tanh(x) + c,        DF(x) = -I + J diag(1 - tanh² x)
+
+(maths.rate_velocity, maths.rate_jacobian), given as its connectivity J and constant drive c (for the
+CTRNN c = B u + b_x under input u: models/ctrnn.rate_field).
 
 Fixed points solve F(x) = 0; slow points are local minima of q(x) = ½‖F(x)‖² with q small but > 0.
 
@@ -35,7 +38,7 @@ and that is where the time goes (LAPACK potrf, about half of a step on CPU at N 
   * Each pass steps `block` (8 at N ≥ 100) running starts, chosen afresh each pass, so nearly every
     factorisation is spent on a running start (97% at N = 100, 100 starts; the former halving
     buckets of S, S/2, S/4, S/8 starts spent ~20% on starts that had already stopped).
-  * OpenBLAS runs on one thread during the search and the eigenvalues (`_single_threaded_blas`):
+  * OpenBLAS runs on one thread during the search and the eigenvalues (`blas.single_threaded_blas`):
     it splits even these small factorisations over its threads, and on a busy machine each split
     waits for a descheduled thread (measured: N = 200 search 1.4–30 s instead of 0.4 s).
 Measured and not kept: an extra chord step per factorisation (15% fewer factorisations, but the
@@ -57,10 +60,7 @@ same runs) and scipy's root(method='lm', jac=DF) per start ~1.6 s; compile ~1.8 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import importlib
 from typing import NamedTuple
 
 import jax
@@ -68,18 +68,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve
 
-Params = dict
-
-
-def fixed_point_residual(params: Params, u, x: jax.Array) -> jax.Array:
-    """F(x) = -x + J tanh(x) + B u + b_x (the velocity of the continuous-time RNN at x)."""
-    return -x + params["J"] @ jnp.tanh(x) + params["B"] @ jnp.asarray(u) + params["b_x"]
-
-
-def jacobian(params: Params, x: jax.Array) -> jax.Array:
-    """DF(x) = -I + J diag(1 - tanh² x) (the input does not enter: it only shifts F)."""
-    J = params["J"]
-    return -jnp.eye(J.shape[0], dtype=J.dtype) + J * (1.0 - jnp.tanh(x) ** 2)[None, :]
+from ..blas import single_threaded_blas
+from ..maths import rate_jacobian, rate_velocity, rate_velocity_vjp
 
 
 def default_tol(dtype, n_units: int) -> float:
@@ -119,14 +109,13 @@ NEAR = 1e-3              # ‖F‖ below which a float64 problem factors in floa
 FIXED_POINT_FTOL = 1e-5
 
 
-def _lm_problem(params, u, tol, grad_tol, ftol, max_iter):
+def _lm_problem(J, drive, tol, grad_tol, ftol, max_iter):
     """(init, step, running) for one start; `step(s, solve_dtype)` is one LM iteration with the
     normal matrix factored in solve_dtype, `running` the stopping test."""
-    J = params["J"]
     dtype = J.dtype
     eye = jnp.eye(J.shape[0], dtype=dtype)
     gram = J.T @ J
-    drive = params["B"] @ u + params["b_x"]
+    J_t = J.T
     mu_min, mu_max = 10.0 * jnp.finfo(dtype).eps, 1.0 / jnp.finfo(dtype).eps
     alphas = jnp.asarray((1.0,) + BACKTRACK, dtype)
     # LAPACK wants the normal matrix column-major. Written as below, with Jᵀ stored (the barrier
@@ -137,10 +126,10 @@ def _lm_problem(params, u, tol, grad_tol, ftol, max_iter):
         consts[jnp.dtype(jnp.float32)] = tuple(a.astype(jnp.float32) for a in consts[jnp.dtype(dtype)])
 
     def residual(x):
-        return -x + J @ jnp.tanh(x) + drive
+        return rate_velocity(x, J_t, drive)
 
-    def gradient(x, f):  # ∇q = DFᵀ F = -F + d ⊙ (Jᵀ F)
-        return -f + (1.0 - jnp.tanh(x) ** 2) * (J.T @ f)
+    def gradient(x, f):  # ∇q = DFᵀ F
+        return rate_velocity_vjp(x, J, f)
 
     def init(x0):
         f0 = residual(x0)
@@ -198,7 +187,7 @@ def _block_size(n_units: int, n_starts: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "block"))
-def _lm_batch(params, u, starts, tol, grad_tol, ftol, max_iter, block):
+def _lm_batch(J, drive, starts, tol, grad_tol, ftol, max_iter, block):
     """All starts in one while loop that steps `block` running starts per pass (vmapped), each
     start's own iteration being unaffected by which others share its pass.
 
@@ -207,7 +196,7 @@ def _lm_batch(params, u, starts, tol, grad_tol, ftol, max_iter, block):
     at least `block` running starts, else the larger one. Rows of the block that have stopped or
     belong to the other class keep their state (masked), so stopped points never move.
     """
-    init, step, running = _lm_problem(params, u, tol, grad_tol, ftol, max_iter)
+    init, step, running = _lm_problem(J, drive, tol, grad_tol, ftol, max_iter)
     n_starts, n = starts.shape
     if n_starts == 0:
         return starts, jnp.zeros(0, starts.dtype), jnp.zeros(0, jnp.int32)
@@ -264,21 +253,21 @@ def _default_ftol(dtype) -> float:
     return max(1e-6, 100 * float(jnp.finfo(dtype).eps))
 
 
-def levenberg_marquardt(params: Params, u, starts, *, tol: float | None = None, grad_tol: float = 0.0,
+def levenberg_marquardt(J, drive, starts, *, tol: float | None = None, grad_tol: float = 0.0,
                         ftol: float | None = None, max_iter: int = 200) -> LMResult:
     """Minimise q = ½‖F‖² from every row of `starts` (S, N) at once, each start stopping on its own
     when ‖F‖ < tol, ‖∇q‖ < grad_tol, an accepted step lowers ‖F‖ by less than ftol·‖F‖ (a local
     minimum of q that is not a root: there Gauss–Newton crawls; default max(1e-6, 100 ε)), μ > 1/ε
     (no step lowers ‖F‖ any more) or after max_iter. Returns once the search is done (with OpenBLAS
-    held to one thread meanwhile, see `_single_threaded_blas`)."""
-    J = params["J"]
-    u = jnp.asarray(u, J.dtype).reshape(-1)
+    held to one thread meanwhile, see `blas.single_threaded_blas`)."""
+    J = jnp.asarray(J)
+    drive = jnp.asarray(drive, J.dtype).reshape(-1)
     starts = jnp.asarray(starts, J.dtype)
     tol = default_tol(J.dtype, J.shape[0]) if tol is None else tol
     ftol = _default_ftol(J.dtype) if ftol is None else ftol
     block = _block_size(J.shape[0], starts.shape[0])
-    with _single_threaded_blas():  # held until the search is done: it runs on XLA's threads
-        return LMResult(*jax.block_until_ready(_lm_batch(params, u, starts, tol, grad_tol, ftol, int(max_iter),
+    with single_threaded_blas():  # held until the search is done: it runs on XLA's threads
+        return LMResult(*jax.block_until_ready(_lm_batch(J, drive, starts, tol, grad_tol, ftol, int(max_iter),
                                                          block)))
 
 
@@ -294,67 +283,17 @@ def deduplicate(points: np.ndarray, scores: np.ndarray, radius: float) -> np.nda
     return np.array(kept, dtype=int)
 
 
-# (get, set) of OpenBLAS's global thread count, by the names that SciPy's and NumPy's wheels export
-_OPENBLAS_THREAD_API = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-                        ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-                        ("openblas_get_num_threads", "openblas_set_num_threads"))
+_jacobians = jax.jit(jax.vmap(rate_jacobian, in_axes=(None, 0)))
 
 
-@functools.cache
-def _openblas_thread_controls() -> tuple:
-    """(get, set) pairs for the OpenBLAS builds behind NumPy's LAPACK and JAX's CPU LAPACK kernels
-    (which jaxlib takes from scipy.linalg.cython_lapack); empty where they are something else."""
-    controls, seen = [], set()
-    for module in ("numpy.linalg._umath_linalg", "scipy.linalg.cython_lapack"):
-        try:
-            lib = ctypes.CDLL(importlib.import_module(module).__file__)
-        except (ImportError, OSError, TypeError):
-            continue
-        for get_name, set_name in _OPENBLAS_THREAD_API:
-            get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
-            if get is None or set_ is None:
-                continue
-            address = ctypes.cast(set_, ctypes.c_void_p).value
-            if address not in seen:
-                seen.add(address)
-                get.restype, get.argtypes = ctypes.c_int, []
-                set_.restype, set_.argtypes = None, [ctypes.c_int]
-                controls.append((get, set_))
-            break
-    return tuple(controls)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """OpenBLAS (NumPy's, and SciPy's that JAX's CPU Cholesky and eig call) on one thread inside the
-    block, as threadpoolctl would (the count is per process: other threads' BLAS calls run on one
-    thread too while the block lasts). Our LAPACK calls are small (N ~ 100–200) and many: OpenBLAS
-    splits each over its threads (potrf from N = 64 in float64, 128 in float32; the ~N
-    matrix-vector products of eig's Hessenberg reduction from N ≈ 96), and on a busy machine every
-    split waits for a descheduled thread. Measured with other processes running BLAS: three
-    100×100 eigvals 0.3–2 s instead of 11–40 ms on one thread; the N = 200 search 1.4–30 s instead
-    of 0.4 s. On an idle machine one thread was as fast (N = 100) or faster (N = 200)."""
-    controls = _openblas_thread_controls()
-    previous = [get() for get, _ in controls]
-    for _, set_ in controls:
-        set_(1)
-    try:
-        yield
-    finally:
-        for (_, set_), count in zip(controls, previous):
-            set_(count)
-
-
-def jacobian_eigenvalues(params: Params, points) -> np.ndarray:
+def jacobian_eigenvalues(J, points) -> np.ndarray:
     """Eigenvalues (K, N) of DF at each point, on the host, each row sorted by descending real part."""
     points = np.asarray(points)
-    n = np.asarray(params["J"]).shape[0]
+    n = np.shape(J)[0]
     if len(points) == 0:
         return np.zeros((0, n), complex)
-    # DF = -I + J diag(1 - tanh² x) as in `jacobian`, but in NumPy: no per-op JAX dispatches
-    jacobians = np.asarray(params["J"])[None, :, :] * (1.0 - np.tanh(points) ** 2)[:, None, :]
-    jacobians[:, np.arange(n), np.arange(n)] -= 1.0
-    with _single_threaded_blas():
+    jacobians = np.asarray(_jacobians(jnp.asarray(J), jnp.asarray(points, jnp.asarray(J).dtype)))
+    with single_threaded_blas():
         values = np.linalg.eigvals(jacobians.astype(np.float64))
     order = np.argsort(-values.real, axis=1, kind="stable")
     return np.take_along_axis(values, order, axis=1)
@@ -375,19 +314,19 @@ class FixedPoints(NamedTuple):
         return [values.imag[values.real > 0] for values in self.eigenvalues]
 
 
-def find_fixed_points(params: Params, u, starts, *, tol: float | None = None, max_iter: int = 200,
+def find_fixed_points(J, drive, starts, *, tol: float | None = None, max_iter: int = 200,
                       dedup_radius: float = 1e-2) -> FixedPoints:
     """Fixed points F(x) = 0 reached by Levenberg–Marquardt from the starts (S, N); keeps those with
     ‖F‖ < tol (default from the dtype, see `default_tol`), merges those within dedup_radius. Starts
     stall out at ftol = FIXED_POINT_FTOL (only roots are wanted here; see there)."""
-    J = params["J"]
+    J = jnp.asarray(J)
     tol = default_tol(J.dtype, J.shape[0]) if tol is None else tol
     ftol = max(FIXED_POINT_FTOL, _default_ftol(J.dtype))
-    result = levenberg_marquardt(params, u, starts, tol=tol, ftol=ftol, max_iter=max_iter)
+    result = levenberg_marquardt(J, drive, starts, tol=tol, ftol=ftol, max_iter=max_iter)
     points, norms = np.asarray(result.points), np.asarray(result.residual_norms)
     converged = np.flatnonzero(norms < tol)
     unique = converged[deduplicate(points[converged], norms[converged], dedup_radius)]
-    eigenvalues = jacobian_eigenvalues(params, points[unique])
+    eigenvalues = jacobian_eigenvalues(J, points[unique])
     return FixedPoints(
         points=points[unique], residual_norms=norms[unique], eigenvalues=eigenvalues,
         n_unstable=np.sum(eigenvalues.real > 0, axis=1), is_stable=np.all(eigenvalues.real < 0, axis=1),
@@ -401,15 +340,15 @@ class SlowPoints(NamedTuple):
     n_starts: int
 
 
-def slow_points(params: Params, u, starts, *, q_tol: float, tol: float | None = None,
+def slow_points(J, drive, starts, *, q_tol: float, tol: float | None = None,
                 grad_tol: float | None = None, max_iter: int = 300, dedup_radius: float = 1e-2) -> SlowPoints:
     """Local minima of q(x) = ½‖F(x)‖² that are not fixed points: Levenberg–Marquardt on F from the
     starts, each stopping when ‖∇q‖ = ‖DFᵀF‖ < grad_tol (default tol²: far below any gradient seen
     away from a minimum) or ‖F‖ < tol; keeps q < q_tol with ‖F‖ ≥ tol, merged within dedup_radius."""
-    J = params["J"]
+    J = jnp.asarray(J)
     tol = default_tol(J.dtype, J.shape[0]) if tol is None else tol
     grad_tol = max(tol * tol, float(jnp.finfo(J.dtype).tiny)) if grad_tol is None else grad_tol
-    result = levenberg_marquardt(params, u, starts, tol=tol, grad_tol=grad_tol, max_iter=max_iter)
+    result = levenberg_marquardt(J, drive, starts, tol=tol, grad_tol=grad_tol, max_iter=max_iter)
     points, norms = np.asarray(result.points), np.asarray(result.residual_norms)
     q = 0.5 * norms ** 2
     slow = np.flatnonzero((q < q_tol) & (norms >= tol))

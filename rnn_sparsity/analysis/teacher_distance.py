@@ -29,9 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..tasks.teachers import ACTIVATIONS, lookup
-
-ODD_ACTIVATIONS = ("tanh",)
+from ..maths import ACTIVATIONS, ODD_ACTIVATIONS
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -106,7 +104,8 @@ def recovery_distance(student_layers: Sequence, teacher_layers: Sequence, activa
     quadrature. D = 0 iff, after zeroing, the student is a permuted (signed, for tanh) copy of the teacher
     plus units with no nonzero weights. Greedy: D is an upper bound on the distance over all alignments.
     """
-    lookup(ACTIVATIONS, activation, "activation")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
     student = [np.where(np.abs(w) < zero_tol, 0.0, np.asarray(w, float)) for w in student_layers]
     teacher = [np.where(np.abs(w) < zero_tol, 0.0, np.asarray(w, float)) for w in teacher_layers]
     if len(student) != len(teacher) or student[0].shape[1] != teacher[0].shape[1] \

@@ -1,5 +1,5 @@
-"""Bias-free 1-D CNN students with the teacher's shape: every layer a convolution with stride = kernel
-size k (the windows tile the input), followed by the activation φ (the output layer too):
+"""Bias-free 1-D CNN students with the teacher's shape, as a Flax module: every layer a convolution with
+stride = kernel size k (the windows tile the input), followed by the activation φ (the output layer too):
 
     hˡ[o, p] = φ( Σ_c Σ_t Wˡ[o, c, t] · hˡ⁻¹[c, p·k + t] )
 
@@ -12,12 +12,17 @@ Xavier (sigmoid, tanh) normal with fan_in = C_in·k, times `init_scale`. Inputs 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
-from . import Model, Params
-from .mlp import ACTIVATIONS, init_std
+from ..components import ModelComponent, check, one_of, positive
+from ..contracts import Model
+from ..maths import ACTIVATIONS, HIDDEN_ACTIVATIONS, init_std
+from .flax import flax_model, normal_init
 
 
 def conv_stride_k(h: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -28,29 +33,70 @@ def conv_stride_k(h: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.einsum("ncpt,oct->nop", windows, kernel)
 
 
-def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
-    channels, kernels = list(cfg.channels), list(cfg.kernels)
-    if math.prod(kernels) != n_inputs or channels[-1] != n_outputs or channels[0] != 1:
-        raise ValueError(f"model.kernels={kernels} must multiply to the input length {n_inputs} and "
-                         f"model.channels={channels} run from 1 to {n_outputs}")
-    phi = ACTIVATIONS[cfg.activation]
+class CNNModule(nn.Module):
+    channels: Sequence[int]
+    kernels: Sequence[int]
+    activation: str = "relu"
+    init_scale: float = 1.0
+    param_dtype: jnp.dtype = jnp.float32
 
-    def init(key: jax.Array, hyper: dict) -> tuple[Params, Params]:
-        params = {}
-        positions = n_inputs
-        for l, k in enumerate(jax.random.split(key, len(kernels)), start=1):
-            c_in, c_out, width = channels[l - 1], channels[l], kernels[l - 1]
-            positions //= width
-            std = cfg.init_scale * init_std(cfg.activation, c_in * width, c_out * width)
-            params[f"W{l}"] = std * jax.random.normal(k, (c_out, c_in, width), dtype)
-        return params, jax.tree.map(jnp.ones_like, params)
+    def shape(self, l: int) -> tuple[int, int, int]:
+        return self.channels[l], self.channels[l - 1], self.kernels[l - 1]
 
-    def apply(params: Params, inputs: jax.Array):
-        """inputs (T, B, L) -> outputs (T, B, n_out), hidden None."""
+    def std(self, l: int) -> float:
+        c_out, c_in, width = self.shape(l)
+        return self.init_scale * init_std(self.activation, c_in * width, c_out * width)
+
+    @nn.compact
+    def __call__(self, inputs):
+        """inputs (T, B, L) -> outputs (T, B, n_out)."""
+        phi = ACTIVATIONS[self.activation].jax
         t, b, length = inputs.shape
         h = inputs.reshape(t * b, 1, length)
-        for l in range(1, len(kernels) + 1):
-            h = phi(conv_stride_k(h, params[f"W{l}"]))
-        return h.reshape(t, b, -1), None
+        for l in range(1, len(self.kernels) + 1):
+            h = phi(conv_stride_k(h, self.param(f"W{l}", normal_init(self.std(l)), self.shape(l), self.param_dtype)))
+        return h.reshape(t, b, -1)
 
-    return Model(init=init, apply=apply, recurrent=lambda p: None, masked=())
+    def seeded_init(self, key: jax.Array) -> dict:
+        """The kernels from one split of `key` per layer (a seed's network, whatever Flax's rng folding)."""
+        return {f"W{l}": normal_init(self.std(l))(k, self.shape(l), self.param_dtype)
+                for l, k in enumerate(jax.random.split(key, len(self.kernels)), start=1)}
+
+
+@dataclass
+class CNNConfig:
+    _target_: str = "rnn_sparsity.models.cnn1d.CNN"
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # from the input's 1 to the output's 1
+    kernels: list[int] = field(default_factory=lambda: [3, 2, 2])  # kernel = stride per layer; product = input length
+    activation: str = "relu"  # relu | sigmoid | tanh, every layer
+    init_scale: float = 1.0
+
+
+class CNN(ModelComponent):
+    Config = CNNConfig
+    inputs = ("static",)
+    size_keys = ("model.channels",)
+
+    def check(self, parts) -> None:
+        channels, kernels = list(self.group_cfg.channels), list(self.group_cfg.kernels)
+        check(len(channels) == len(kernels) + 1 and all(c > 0 for c in channels), "model.channels", channels,
+              f"must list one more channel count than model.kernels ({len(kernels)} layers), all > 0")
+        check(all(k > 0 for k in kernels), "model.kernels", kernels, "every kernel size must be > 0")
+        io = parts.task.io()
+        if io is not None:
+            check(math.prod(kernels) == io[0], "model.kernels", kernels,
+                  f"must multiply to the task's input length {io[0]} (stride = kernel, one output position)")
+            check(channels[0] == 1 and channels[-1] == io[1], "model.channels", channels,
+                  f"must start with 1 and end with the task's output width {io[1]}")
+        one_of(self.cfg, "model.activation", HIDDEN_ACTIVATIONS)
+        positive(self.cfg, "model.init_scale")
+
+    def build(self, task, dtype) -> Model:
+        c = self.group_cfg
+        channels, kernels = list(c.channels), list(c.kernels)
+        if math.prod(kernels) != task.n_inputs or channels[-1] != task.n_outputs or channels[0] != 1:
+            raise ValueError(f"model.kernels={kernels} must multiply to the input length {task.n_inputs} and "
+                             f"model.channels={channels} run from 1 to {task.n_outputs}")
+        module = CNNModule(tuple(channels), tuple(kernels), c.activation, float(c.init_scale), param_dtype=dtype)
+        return flax_model(module, task.n_inputs, dtype, seeded_init=module.seeded_init)

@@ -18,19 +18,18 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import Model, Params
+from dataclasses import dataclass
 
-
-def sparsity_mask(key: jax.Array, shape: tuple[int, ...], sparsity, dtype) -> jax.Array:
-    """Bernoulli(1 - s) mask of 0/1; s may be traced. The same key gives nested masks across s."""
-    return (jax.random.uniform(key, shape) >= sparsity).astype(dtype)
+from ..components import ModelComponent, check, positive
+from ..contracts import Model, Params
+from ..maths import rate_velocity, sparsity_mask
 
 
 def _forward(alpha: float, J: jax.Array, drive: jax.Array, x0: jax.Array) -> jax.Array:
     j_t = J.T
 
     def step(x, d):
-        x = x + alpha * (-x + jnp.tanh(x) @ j_t + d)
+        x = x + alpha * rate_velocity(x, j_t, d)
         return x, x
 
     return jax.lax.scan(step, x0, drive)[1]
@@ -74,7 +73,52 @@ def _euler_bwd(alpha, residuals, g):
 euler_states.defvjp(_euler_fwd, _euler_bwd)
 
 
+@dataclass
+class CTRNNConfig:
+    _target_: str = "rnn_sparsity.models.ctrnn.CTRNN"
+    name: str = "ctrnn"
+    n_units: int = 200  # N, number of rate units
+    sparsity: float = 0.0  # s, fraction of J pruned by a fixed Bernoulli mask drawn from the seed (traced)
+    dt: float = 0.02  # Euler step (time units)
+    tau: float = 1.0  # membrane time constant
+    gain: float = 1.0  # g, J ~ g N(0, 1/N) at init (traced)
+
+
+class CTRNN(ModelComponent):
+    """The continuous-time rate RNN of this module's docstring."""
+
+    Config = CTRNNConfig
+    traced = ("sparsity", "gain")
+    inputs = ("sequence",)
+    has_rates = True
+    rate_dynamics = True
+    size_keys = ("model.n_units",)
+
+    def check(self, parts) -> None:
+        cfg = self.cfg
+        for key in ("model.n_units", "model.dt", "model.tau", "model.gain"):
+            positive(cfg, key)
+        s = cfg.model.sparsity
+        check(0.0 <= s < 1.0, "model.sparsity", s, "must satisfy 0 <= s < 1")
+        check(cfg.model.dt <= cfg.model.tau, "model.dt", cfg.model.dt,
+              f"must be <= model.tau ({cfg.model.tau}) for a stable Euler step")
+
+    def build(self, task, dtype) -> Model:
+        return make_model(self.group_cfg, task.n_inputs, task.n_outputs, dtype)
+
+    def run_figures(self):
+        from ..plots.run import weights_figure
+
+        return {"J_heatmap.png": weights_figure}
+
+
+def rate_field(params: Params, u) -> tuple[jax.Array, jax.Array]:
+    """(J, c = B u + b_x): F(x) = -x + J tanh(x) + c under the static input u (maths.rate_velocity)."""
+    return params["J"], params["B"] @ jnp.asarray(u, params["B"].dtype).reshape(-1) + params["b_x"]
+
+
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
+    """The CTRNN for model config `cfg` (its n_units, dt, tau) on n_inputs inputs and n_outputs outputs."""
     n, alpha = int(cfg.n_units), float(cfg.dt) / float(cfg.tau)
 
     def init(key: jax.Array, hyper: dict) -> tuple[Params, Params]:
@@ -100,4 +144,5 @@ def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
         outputs = jnp.tanh(states) @ params["w"].T + params["b_z"]
         return outputs, states
 
-    return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",), rates=jnp.tanh)
+    return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",), rates=jnp.tanh,
+                 rate_field=rate_field, time_constant=float(cfg.tau))

@@ -5,17 +5,51 @@
 J0 ~ N(0, 1/N) and the readout w ~ N(0, 1/N) are drawn from the seed and stay fixed (they are carried in
 the parameters but behind stop_gradient, so no optimizer moves them); U (N×n) and V (n×N), n =
 round(N · `rank_fraction`), are trained, each column of U and row of V renormalised to unit norm in
-the forward map (analysis/decay.py). `apply` has no data to run on: it returns the connectivity and
-the readout as one array, outputs (1, N, N + 1) = [J | w], which the fast_decay task scores.
+the forward map (`connectivity`). `apply` has no data to run on: it returns the connectivity and the
+readout as one array, outputs (1, N, N + 1) = [J | w], which a connectivity task (fast_decay) scores.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
-from ..analysis.decay import connectivity, lowrank_init
-from . import Model, Params
+from ..components import ModelComponent, check, positive
+from ..contracts import Model, Params
+
+
+@dataclass
+class LowRankLinearConfig:
+    _target_: str = "rnn_sparsity.models.lowrank_linear.LowRankLinear"
+    name: str = "lowrank_linear"
+    n_units: int = 500  # N
+    rank_fraction: float = 0.1  # n = round(N · rank_fraction) columns of U, rows of V
+    tau: float = 0.01  # time constant (s)
+
+
+def lowrank_init(key: jax.Array, n_units: int, rank_fraction: float, dtype=jnp.float32) -> tuple[Params, Params]:
+    """({"U": (N, n), "V": (n, N)}, {"J0": (N, N), "w": (N,)}), every entry N(0, 1/N), n = round(N · rank_fraction).
+
+    The scale of U and V never reaches J (their columns/rows are renormalised in `connectivity`); it only
+    sets how far a gradient step turns them: the gradient of a scale-free function of U_:k is ∝ 1/‖U_:k‖,
+    so a step η turns U_:k by ~ η/‖U_:k‖², and with N(0, 1/N) entries ‖U_:k‖ ≈ ‖V_k:‖ ≈ 1.
+    """
+    rank = int(round(n_units * rank_fraction))
+    k_j0, k_w, k_u, k_v = jax.random.split(key, 4)
+    std = n_units ** -0.5  # a Python float, so it keeps `dtype` (a NumPy scalar would promote to float64)
+    normal = lambda k, shape: std * jax.random.normal(k, shape, dtype)  # noqa: E731
+    return ({"U": normal(k_u, (n_units, rank)), "V": normal(k_v, (rank, n_units))},
+            {"J0": normal(k_j0, (n_units, n_units)), "w": normal(k_w, (n_units,))})
+
+
+def connectivity(params: Params, fixed: Params) -> jax.Array:
+    """J = J0 + Û V̂, Û_:k = U_:k / ‖U_:k‖, V̂_k: = V_k: / ‖V_k:‖ (unit columns of U, unit rows of V)."""
+    U, V = params["U"], params["V"]
+    U_hat = U / jnp.linalg.norm(U, axis=0, keepdims=True)
+    V_hat = V / jnp.linalg.norm(V, axis=1, keepdims=True)
+    return fixed["J0"] + U_hat @ V_hat
 
 
 def split_outputs(outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -23,18 +57,34 @@ def split_outputs(outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
     return outputs[0, :, :-1], outputs[0, :, -1]
 
 
-def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
-    def init(key: jax.Array, hyper: dict) -> tuple[Params, Params]:
-        trained, fixed = lowrank_init(key, int(cfg.n_units), float(cfg.rank_fraction), dtype)
-        params = {**trained, **fixed}
-        return params, jax.tree.map(jnp.ones_like, params)
+class LowRankLinear(ModelComponent):
+    """J = J0 + Û V̂ with U, V trained; outputs [J | w] for a task that scores the connectivity."""
 
-    def effective(params: Params) -> tuple[jax.Array, jax.Array]:
-        fixed = {"J0": jax.lax.stop_gradient(params["J0"]), "w": jax.lax.stop_gradient(params["w"])}
-        return connectivity({"U": params["U"], "V": params["V"]}, fixed), fixed["w"]
+    Config = LowRankLinearConfig
+    inputs = ("connectivity",)
+    size_keys = ("model.n_units",)
 
-    def apply(params: Params, inputs=None):
-        J, w = effective(params)
-        return jnp.concatenate([J, w[:, None]], axis=1)[None], None
+    def check(self, parts) -> None:
+        n, r = self.group_cfg.n_units, self.group_cfg.rank_fraction
+        check(n >= 2, "model.n_units", n, "must be >= 2")
+        check(0.0 < r <= 1.0, "model.rank_fraction", r, "must satisfy 0 < rank_fraction <= 1")
+        check(round(n * r) >= 1, "model.rank_fraction", r, f"gives rank round({n} * {r}) = 0: must give at least 1")
+        positive(self.cfg, "model.tau")
 
-    return Model(init=init, apply=apply, recurrent=lambda p: effective(p)[0], masked=())
+    def build(self, task, dtype) -> Model:
+        cfg = self.group_cfg
+
+        def init(key: jax.Array, hyper: dict) -> tuple[Params, Params]:
+            trained, fixed = lowrank_init(key, int(cfg.n_units), float(cfg.rank_fraction), dtype)
+            params = {**trained, **fixed}
+            return params, jax.tree.map(jnp.ones_like, params)
+
+        def effective(params: Params) -> tuple[jax.Array, jax.Array]:
+            fixed = {"J0": jax.lax.stop_gradient(params["J0"]), "w": jax.lax.stop_gradient(params["w"])}
+            return connectivity({"U": params["U"], "V": params["V"]}, fixed), fixed["w"]
+
+        def apply(params: Params, inputs=None):
+            J, w = effective(params)
+            return jnp.concatenate([J, w[:, None]], axis=1)[None], None
+
+        return Model(init=init, apply=apply, recurrent=lambda p: effective(p)[0], masked=())

@@ -1,4 +1,4 @@
-"""Multilayer perceptrons (students of the teacher-student studies; the Iris classifier).
+"""Multilayer perceptrons (students of the teacher-student studies; the Iris classifier), as a Flax module.
 
     h⁰ = u,   hˡ = φ(Wˡ hˡ⁻¹ + bˡ),  l = 1 … L - 1,   z = φ_out(Wᴸ hᴸ⁻¹ + bᴸ)
 
@@ -11,48 +11,91 @@ Init: Kaiming normal N(0, 2/fan_in) for relu, Xavier normal N(0, 2/(fan_in + fan
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
-from . import Model, Params
-
-ACTIVATIONS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "linear": lambda z: z}
-
-
-def layer_names(n_layers: int, bias: bool) -> list[str]:
-    return [f"{kind}{l}" for l in range(1, n_layers + 1) for kind in (("W", "b") if bias else ("W",))]
+from ..components import ModelComponent, check, one_of, positive
+from ..contracts import Model
+from ..maths import ACTIVATIONS, HIDDEN_ACTIVATIONS, init_std
+from .flax import flax_model, normal_init
 
 
-def init_std(activation: str, fan_in: int, fan_out: int) -> float:
-    """Kaiming (relu) or Xavier (sigmoid, tanh, linear) normal standard deviation."""
-    return (2.0 / fan_in) ** 0.5 if activation == "relu" else (2.0 / (fan_in + fan_out)) ** 0.5
+class MLPModule(nn.Module):
+    sizes: Sequence[int]
+    activation: str = "relu"
+    output_activation: str = "same"
+    bias: bool = False
+    init_scale: float = 1.0
+    param_dtype: jnp.dtype = jnp.float32
 
+    def std(self, l: int) -> float:
+        return self.init_scale * init_std(self.activation, self.sizes[l - 1], self.sizes[l])
 
-def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
-    widths = list(cfg.sizes)
-    if (widths[0], widths[-1]) != (n_inputs, n_outputs):
-        raise ValueError(f"model.sizes={widths} must start with {n_inputs} and end with {n_outputs} for this task")
-    phi = ACTIVATIONS[cfg.activation]
-    phi_out = phi if cfg.output_activation == "same" else ACTIVATIONS[cfg.output_activation]
-    n_layers = len(widths) - 1
-
-    def init(key: jax.Array, hyper: dict) -> tuple[Params, Params]:
-        params = {}
-        for l, k in enumerate(jax.random.split(key, n_layers), start=1):
-            fan_in, fan_out = widths[l - 1], widths[l]
-            std = cfg.init_scale * init_std(cfg.activation, fan_in, fan_out)
-            params[f"W{l}"] = std * jax.random.normal(k, (fan_out, fan_in), dtype)
-            if cfg.bias:
-                params[f"b{l}"] = jnp.zeros((fan_out,), dtype)
-        return params, jax.tree.map(jnp.ones_like, params)
-
-    def apply(params: Params, inputs: jax.Array):
-        """inputs (T, B, n_in) -> outputs (T, B, n_out), last hidden layer (T, B, width)."""
-        h = hidden = inputs
+    @nn.compact
+    def __call__(self, h):
+        phi = ACTIVATIONS[self.activation].jax
+        phi_out = phi if self.output_activation == "same" else ACTIVATIONS[self.output_activation].jax
+        n_layers = len(self.sizes) - 1
         for l in range(1, n_layers + 1):
-            z = h @ params[f"W{l}"].T + (params[f"b{l}"] if cfg.bias else 0.0)
+            shape = (self.sizes[l], self.sizes[l - 1])
+            W = self.param(f"W{l}", normal_init(self.std(l)), shape, self.param_dtype)
+            b = self.param(f"b{l}", nn.initializers.zeros, shape[:1], self.param_dtype) if self.bias else 0.0
+            z = h @ W.T + b
             h = phi(z) if l < n_layers else phi_out(z)
-            hidden = h if l < n_layers else hidden
-        return h, hidden
+        return h
 
-    return Model(init=init, apply=apply, recurrent=lambda p: None, masked=())
+    def seeded_init(self, key: jax.Array) -> dict:
+        """The parameters from one split of `key` per layer (a seed's network, whatever Flax's rng folding)."""
+        params = {}
+        for l, k in enumerate(jax.random.split(key, len(self.sizes) - 1), start=1):
+            shape = (self.sizes[l], self.sizes[l - 1])
+            params[f"W{l}"] = normal_init(self.std(l))(k, shape, self.param_dtype)
+            if self.bias:
+                params[f"b{l}"] = jnp.zeros(shape[:1], self.param_dtype)
+        return params
+
+
+@dataclass
+class MLPConfig:
+    _target_: str = "rnn_sparsity.models.mlp.MLP"
+    name: str = "mlp"
+    sizes: list[int] = field(default_factory=lambda: [12, 128, 128, 1])  # widths, input and output included
+    activation: str = "relu"  # relu | sigmoid | tanh, every hidden layer
+    output_activation: str = "same"  # same (as hidden) | linear | relu | sigmoid | tanh
+    bias: bool = False
+    init_scale: float = 1.0  # Kaiming (relu) / Xavier (others) normal std times this
+
+
+class MLP(ModelComponent):
+    Config = MLPConfig
+    inputs = ("static",)
+    size_keys = ("model.sizes",)
+
+    def check(self, parts) -> None:
+        sizes = list(self.group_cfg.sizes)
+        check(len(sizes) >= 2 and all(w > 0 for w in sizes), "model.sizes", sizes,
+              "must list at least the input and output widths, all > 0")
+        io = parts.task.io()
+        if io is not None:
+            check(sizes[0] == io[0], "model.sizes", sizes, f"must start with the task's input width {io[0]}")
+            check(sizes[-1] == io[1], "model.sizes", sizes, f"must end with the task's output width {io[1]}")
+        one_of(self.cfg, "model.activation", HIDDEN_ACTIVATIONS)
+        one_of(self.cfg, "model.output_activation", ("same", *ACTIVATIONS))
+        positive(self.cfg, "model.init_scale")
+
+    def module(self, dtype) -> MLPModule:
+        c = self.group_cfg
+        return MLPModule(tuple(c.sizes), c.activation, c.output_activation, bool(c.bias), float(c.init_scale),
+                         param_dtype=dtype)
+
+    def build(self, task, dtype) -> Model:
+        widths = list(self.group_cfg.sizes)
+        if (widths[0], widths[-1]) != (task.n_inputs, task.n_outputs):
+            raise ValueError(f"model.sizes={widths} must start with {task.n_inputs} and end with "
+                             f"{task.n_outputs} for this task")
+        module = self.module(dtype)
+        return flax_model(module, task.n_inputs, dtype, seeded_init=module.seeded_init)

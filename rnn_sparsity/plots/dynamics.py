@@ -20,16 +20,17 @@ The eigenvalue helpers here are shared with the cross-run figures in `rnn_sparsi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgba
 from matplotlib.figure import Figure
 
 from rnn_sparsity.analysis.dynamics import frequency_error
-from rnn_sparsity.plots.run import read_analysis
+from rnn_sparsity.plots.common import markdown_table, read_analysis, save_figure, table_figure
 
 CONDITION_CMAP = "viridis"
 # blue early in training, red late, through a dark purple (coolwarm's pale middle vanishes on white)
@@ -258,3 +259,44 @@ DYNAMICS_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
     "unstable_frequency.png": unstable_frequency_figure,
     "pca_variance.png": pca_variance_figure,
 }
+
+
+# ---------------------------------------------------------------------------------------- per sweep
+LEADING_KEYS = ("regularizer.strength", "model.sparsity")
+# unstable-eigenvalue table column: (metric, how the runs of one key value are combined)
+UNSTABLE_COLUMNS = {
+    "fixed points (mean)": ("n_fixed_points", "mean"),
+    "unstable fixed points (mean)": ("n_unstable_fixed_points", "mean"),
+    "unstable eigs per point: mean": ("mean_unstable_eigs", "mean"),
+    "unstable eigs per point: max": ("max_unstable_eigs", "max"),
+}
+
+
+def unstable_eigenvalue_table(runs: pd.DataFrame, key: str) -> pd.DataFrame | None:
+    """Per value of `key`: the completed runs with fixed points, and UNSTABLE_COLUMNS over them.
+
+    None when the runs hold no fixed-point counts (no `analysis=dynamics` run).
+    """
+    metrics = [metric for metric, _ in UNSTABLE_COLUMNS.values()]
+    if not set(metrics) <= set(runs):
+        return None
+    counted = runs.loc[runs["status"] == "completed", [key, *metrics]].apply(pd.to_numeric, errors="coerce")
+    counted = counted[counted["n_fixed_points"].notna()]
+    if counted.empty:
+        return None
+    return counted.groupby(key).agg(runs=("n_fixed_points", "size"), **UNSTABLE_COLUMNS).reset_index()
+
+
+def write_unstable_tables(runs: pd.DataFrame, keys: Sequence[str], out: Path) -> list[Path]:
+    """unstable_eigenvalues_by_<key>.csv, .md and .png for λ and s, when swept; returns the written paths."""
+    written = []
+    for key in LEADING_KEYS:
+        table = unstable_eigenvalue_table(runs, key) if key in keys else None
+        if table is None:
+            continue
+        csv, md, png = (out / f"unstable_eigenvalues_by_{key}.{ext}" for ext in ("csv", "md", "png"))
+        table.to_csv(csv, index=False)
+        md.write_text(markdown_table(table))
+        title = f"Fixed points and unstable eigenvalues (Re λ > 0) by {key}"
+        written += [csv, md, save_figure(table_figure(table, title), png)]
+    return written

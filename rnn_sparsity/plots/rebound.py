@@ -1,32 +1,26 @@
 """Figures of the ℓ2-distance rebound study (task=mlp_teacher), drawn from what is on disk.
 
-Per run (`draw_run_figures`):
+Per run (declared by tasks/mlp_teacher.py):
   distance.png   the distances to the teacher over epochs, each normalised to [0, 1] by its min and max, above
                  the train and test loss (log y): does the student drift away while it improves?
-Per sweep (`draw_sweep_figures`, when task.noise_std is swept):
+Per sweep (when task.noise_std is swept):
   <metric>_vs_noise_loglog.png  the final distance against σ on log-log axes, every run and the mean per σ,
                  with the least-squares power law d ∝ σ^slope over the σ > 0 means (slope in the title)
-and the aggregator writes the fitted slopes to noise_power_law.csv (`power_law_fits`).
-
-For the fast-decay study (task=fast_decay), per run:
-  decay_curve.png   the expected norm sqrt(E||x(t)||²/N) of the optimised network against t/τ (log y),
-                    with the 5% and 1% levels and their crossing times, the slowest eigenmode's decay
-                    e^{max Re γ t} and the worst start's 1% time (metrics.json)
-  eigenvalues_before_after.png   eig(J) before and after optimisation, with the stability line Re λ = 1
+and noise_power_law.csv with the fitted slopes (`power_law_fits`): `noise_outputs`, which the task
+component calls from its `sweep_outputs`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rnn_sparsity.artifacts import METRICS, read_metrics
-from rnn_sparsity.plots.run import complex_plane_guides, read_analysis
+from rnn_sparsity.plots.common import read_analysis, save_figure
 
 NOISE_KEY = "task.noise_std"
 DISTANCES = ("raw_distance", "aligned_distance")
@@ -71,12 +65,12 @@ def noise_means(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return data.dropna().groupby(NOISE_KEY, as_index=False)[metric].mean()
 
 
-def power_law_fits(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """One row per final distance metric: the slope and intercept of the power law fitted to its means."""
+def power_law_fits(runs: pd.DataFrame, metrics: Sequence[str] = DISTANCES) -> pd.DataFrame | None:
+    """One row per metric: the slope and intercept of the power law fitted to its means per σ."""
     if NOISE_KEY not in runs or runs[NOISE_KEY].nunique() < 2:
         return None
     rows = []
-    for metric in [d for d in DISTANCES if d in runs]:
+    for metric in [d for d in metrics if d in runs]:
         means = noise_means(runs, metric)
         slope, intercept = power_law_fit(means[NOISE_KEY].to_numpy(), means[metric].to_numpy())
         rows.append({"metric": metric, "slope": slope, "intercept": intercept, "noise_values": len(means)})
@@ -106,53 +100,16 @@ def noise_loglog_figure(runs: pd.DataFrame, metric: str) -> Figure | None:
     return fig
 
 
-def decay_curve_figure(run_dir: Path) -> Figure | None:
-    analysis = read_analysis(Path(run_dir), ("decay_curve_time", "decay_curve_norm", "decay_curve_tau"))
-    if analysis is None:
-        return None
-    tau = float(analysis["decay_curve_tau"])
-    t, norm = analysis["decay_curve_time"] / tau, analysis["decay_curve_norm"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    ax.plot(t, np.maximum(norm, np.finfo(float).tiny), label="expected norm of x(t) / its start")
-    for level, style in ((0.05, ":"), (0.01, "--")):
-        below = np.flatnonzero(norm <= level)
-        label = f"{level:.0%}" + (f" at t = {t[below[0]]:.2f} τ" if below.size else " (not reached)")
-        ax.axhline(level, color="0.4", linestyle=style, linewidth=0.8, label=label)
-    spectrum = read_analysis(Path(run_dir), ("final_eigenvalues",))
-    if spectrum is not None:  # every start ends up decaying at the slowest mode's rate
-        rate = 1.0 - spectrum["final_eigenvalues"].real.max()  # -max Re γ τ
-        ax.plot(t, np.exp(-rate * t), color="0.5", linewidth=0.9, label=f"slowest eigenmode, e^(-{rate:.3f} t/τ)")
-    metrics_file = Path(run_dir) / METRICS
-    worst = read_metrics(Path(run_dir)).get("worst_decay_time_1_tau") if metrics_file.exists() else None
-    if worst is not None and np.isfinite(worst):
-        ax.axvline(worst, color="crimson", linestyle="--", linewidth=0.8, label=f"worst start at 1%: {worst:.2f} τ")
-    ax.set(yscale="log", xlabel="t / τ", ylabel="sqrt(E||x(t)||² / N)", ylim=(min(1e-3, norm.min()), 1.5),
-           title=f"Decay of activity from unit-covariance starts (τ = {tau:g})")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def before_after_eigenvalue_figure(run_dir: Path) -> Figure | None:
-    """eig(J) of the linear network before and after optimisation, with the stability line Re λ = 1
-    (τ dx/dt = -x + J x decays iff every Re λ < 1) and the unit circle (J0's circular-law disc) for scale."""
-    analysis = read_analysis(Path(run_dir), ("eig_values", "final_eigenvalues", "decay_curve_tau"))
-    if analysis is None:
-        return None
-    before, after = analysis["eig_values"][0], analysis["final_eigenvalues"]
-    fig, ax = plt.subplots(figsize=(6, 5.4), layout="constrained")
-    ax.scatter(before.real, before.imag, s=12, color="tab:blue", alpha=0.6, linewidths=0,
-               label=f"before (max Re λ = {before.real.max():.3f})")
-    ax.scatter(after.real, after.imag, s=12, color="tab:red", alpha=0.7, linewidths=0,
-               label=f"after (max Re λ = {after.real.max():.3f})")
-    complex_plane_guides(ax, "stability line Re λ = 1")
-    ax.set_title(f"Eigenvalues of J, N = {len(after)}")
-    ax.legend(loc="upper left", fontsize=8)
-    return fig
-
-
-# per-run figures of the teacher-distance and fast-decay studies, drawn by `draw_run_figures`
-STUDY_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
-    "distance.png": distance_figure,
-    "decay_curve.png": decay_curve_figure,
-    "eigenvalues_before_after.png": before_after_eigenvalue_figure,
-}
+def noise_outputs(runs: pd.DataFrame, metrics: Sequence[str], out: Path) -> list[Path]:
+    """When σ (task.noise_std) is swept: noise_power_law.csv (printed too) and figures/<metric>_vs_noise_loglog.png."""
+    fits = power_law_fits(runs, metrics)
+    if fits is None:
+        return []
+    written = [out / "noise_power_law.csv"]
+    fits.to_csv(written[0], index=False)
+    print("Power law of the final distance in σ (task.noise_std):\n" + fits.to_string(index=False) + "\n")
+    for metric in metrics:
+        fig = noise_loglog_figure(runs, metric) if metric in runs else None
+        if fig is not None:
+            written.append(save_figure(fig, out / "figures" / f"{metric}_vs_noise_loglog.png"))
+    return written

@@ -1,77 +1,32 @@
 """Per-run figures, drawn only from the files in a run directory so that they can be redrawn at any time.
 
-`draw_run_figures(run_dir)` writes into `<run dir>/figures/`:
+`draw_run_figures(run_dir, figures)` draws the figures a run's components declare (their
+`run_figures()`; experiment.run_figures) into `<run dir>/figures/`. Defined here:
 
-  loss.png              loss, task_loss, reg_loss against step (log y), stage boundaries marked
-  output_vs_target.png  network output against target for a few tasks spread over the frequency range
-  J_heatmap.png         the recurrent weights J, with the fraction of exact zeros
-  eigenvalues.png       eigenvalues of J over training in the complex plane, coloured by step
-
-and, from the arrays of `analysis=dynamics` (drawn by `rnn_sparsity.plots.dynamics`):
-
-  pc_space.png              trajectories, fixed points (stable filled, unstable open, with their unstable
-                            directions) and slow points in PC1–PC3, coloured by condition
-  jacobian_eigenvalues.png  eigenvalues of DF at every fixed point in the complex plane, by condition
-  unstable_frequency.png    unstable frequency at each condition's central fixed point against ω_j (sine)
-  pca_variance.png          variance explained per principal component, and cumulatively
-
-and, for students of a teacher (task=mlp_teacher, drawn by `rnn_sparsity.plots.rebound`):
-
-  distance.png              distances to the teacher over epochs (normalised) above train and test loss
-  decay_curve.png           the fast-decay study: expected norm of x(t) against t/τ with the 5% and 1% levels
+  loss.png              loss, task_loss, reg_loss against step (log y), stage boundaries marked (every run)
+  output_vs_target.png  network output against target for a few tasks spread over the frequency range (sine_wave)
+  J_heatmap.png         the recurrent weights J, with the fraction of exact zeros (ctrnn)
+  eigenvalues.png       eigenvalues of J over training in the complex plane, coloured by step (analysis)
 
 A figure whose inputs are not on disk (no analysis.npz when analysis is off, a failed run) is skipped.
-The spectrum helpers are shared with the cross-run figures in `rnn_sparsity.plots.sweep`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 
-from rnn_sparsity.artifacts import (
-    ANALYSIS,
-    HISTORY,
-    PARAMS,
-    atomic_path,
-    figures_dir,
-    read_arrays,
-    read_history,
-    read_params,
-)
+from rnn_sparsity.artifacts import HISTORY, PARAMS, figures_dir, read_history, read_params
+from rnn_sparsity.plots.common import SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits, step_norm
 
-DPI = 120
 LOSS_STYLES = {"loss": "-", "task_loss": "--", "reg_loss": ":"}  # loss = task_loss at λ = 0: both stay visible
 TASKS_SHOWN = 4
 TASK_KEYS = ("task_time", "task_outputs", "task_targets", "task_omegas")
-SPECTRUM_KEYS = ("eig_steps", "eig_values", "final_eigenvalues")
-STEP_CMAP = "viridis"
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write `fig` as a PNG atomically (a reader never sees half an image) and close it."""
-    try:
-        with atomic_path(Path(path)) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
-def read_analysis(run_dir: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """The analysis arrays of a run, or None when analysis.npz is absent or lacks any of `keys`."""
-    path = Path(run_dir) / ANALYSIS
-    if not path.exists():
-        return None
-    arrays = read_arrays(path)
-    return arrays if all(key in arrays for key in keys) else None
 
 
 def loss_figure(run_dir: Path) -> Figure | None:
@@ -87,7 +42,8 @@ def loss_figure(run_dir: Path) -> Figure | None:
     ax.set_yscale("log")
     mark_stages(ax, history)
     ax.set(xlabel="step", ylabel="loss", title="Training loss")
-    ax.legend(loc="lower left")
+    if ax.get_legend_handles_labels()[0]:  # nothing to show when no loss was finite and positive
+        ax.legend(loc="lower left")
     return fig
 
 
@@ -147,48 +103,6 @@ def weights_figure(run_dir: Path) -> Figure | None:
     return fig
 
 
-def draw_spectrum(ax: plt.Axes, analysis: dict[str, np.ndarray], norm: Normalize):
-    """Eigenvalues of J at every sampled step coloured by step, the final ones ringed in red.
-
-    For x' = -x + J tanh(x) the origin is unstable once an eigenvalue of J has Re > 1, so the line Re = 1
-    is drawn, with the unit circle dashed for scale. Returns the scatter, for a step colorbar.
-    """
-    values = analysis["eig_values"]
-    steps = np.repeat(analysis["eig_steps"], values.shape[1])
-    points = ax.scatter(values.real.ravel(), values.imag.ravel(), c=steps, cmap=STEP_CMAP, norm=norm,
-                        s=10, alpha=0.7, linewidths=0)
-    final = analysis["final_eigenvalues"]
-    ax.scatter(final.real, final.imag, s=30, facecolors="none", edgecolors="crimson", linewidths=1,
-               label="final")
-    complex_plane_guides(ax)
-    return points
-
-
-def complex_plane_guides(ax: plt.Axes, line_label: str = "Re λ = 1") -> None:
-    """The line Re λ = 1 (where J's eigenvalues destabilise the origin of x' = -x + J f(x)), the unit
-    circle for scale, axis labels and equal aspect, for eigenvalues of J in the complex plane."""
-    ax.axvline(1.0, color="k", ls=":", lw=1, label=line_label)
-    ax.add_patch(Circle((0, 0), 1.0, fill=False, ls="--", lw=0.8, color="0.5", label="unit circle"))
-    ax.set(xlabel="Re λ", ylabel="Im λ")
-    ax.set_aspect("equal")
-
-
-def spectrum_limits(analyses: Iterable[dict[str, np.ndarray]]) -> tuple[tuple[float, float], tuple[float, float]]:
-    """x and y limits that hold every eigenvalue, the unit circle and the line Re = 1, with a margin."""
-    values = np.concatenate([np.r_[a["eig_values"].ravel(), a["final_eigenvalues"]] for a in analyses])
-    low = min(-1.0, values.real.min())
-    high = max(1.0, values.real.max())
-    height = max(1.0, np.abs(values.imag).max())
-    margin = 0.08 * max(high - low, 2 * height)
-    return (low - margin, high + margin), (-height - margin, height + margin)
-
-
-def step_norm(analyses: Iterable[dict[str, np.ndarray]]) -> Normalize:
-    """One colour scale for training step over all the given runs."""
-    steps = np.concatenate([a["eig_steps"] for a in analyses])
-    return Normalize(steps.min(), steps.max())
-
-
 def eigenvalue_figure(run_dir: Path) -> Figure | None:
     """The spectrum of J over training for one run."""
     analysis = read_analysis(run_dir, SPECTRUM_KEYS)
@@ -203,22 +117,36 @@ def eigenvalue_figure(run_dir: Path) -> Figure | None:
     return fig
 
 
-RUN_FIGURES: dict[str, Callable[[Path], Figure | None]] = {
-    "loss.png": loss_figure,
-    "output_vs_target.png": output_figure,
-    "J_heatmap.png": weights_figure,
-    "eigenvalues.png": eigenvalue_figure,
-}
+def component_figures(parts) -> dict[str, Callable[[Path], Figure | None]]:
+    """The per-run figures of a run's components (components.Parts): the training curves, then each
+    component's own `run_figures()`."""
+    figures: dict[str, Callable[[Path], Figure | None]] = {"loss.png": loss_figure}
+    for part in parts:
+        figures.update(part.run_figures())
+    return figures
 
 
-def draw_run_figures(run_dir: Path | str) -> list[Path]:
-    """Draw every per-run figure whose inputs exist into `<run dir>/figures/`; returns the written paths."""
-    from rnn_sparsity.plots.dynamics import DYNAMICS_FIGURES  # they import this module
-    from rnn_sparsity.plots.rebound import STUDY_FIGURES
+def figures_of_run(run_dir: Path) -> dict[str, Callable[[Path], Figure | None]]:
+    """The figures of the components a run directory's config names (so any run can be redrawn later);
+    the training curves alone when its components cannot be resolved here."""
+    from omegaconf import OmegaConf
 
+    from rnn_sparsity.artifacts import CONFIG
+    from rnn_sparsity.components import ConfigError, resolve
+
+    try:
+        return component_figures(resolve(OmegaConf.load(Path(run_dir) / CONFIG)))
+    except (ConfigError, OSError):
+        return {"loss.png": loss_figure}
+
+
+def draw_run_figures(run_dir: Path | str, figures: dict[str, Callable[[Path], Figure | None]] | None = None) -> list[Path]:
+    """Draw each of `figures` ({file name: draw(run_dir) -> Figure | None}; default: those of the run's
+    own components, `figures_of_run`) whose inputs exist into `<run dir>/figures/`; returns the written paths."""
     run_dir = Path(run_dir)
+    figures = figures_of_run(run_dir) if figures is None else figures
     written = []
-    for name, draw in {**RUN_FIGURES, **DYNAMICS_FIGURES, **STUDY_FIGURES}.items():
+    for name, draw in figures.items():
         fig = draw(run_dir)
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))

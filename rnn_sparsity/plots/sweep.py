@@ -5,6 +5,9 @@
   <metric>_vs_<key>.png   a metric against a swept key: mean and 95% CI over seeds (drawn and named in the
                           title only where a point has 2 runs or more), coloured by another swept key when
                           there is one; symlog x for `...strength` keys (λ = 0 included)
+
+and `draw_panel_figures` (the analysis group's sweep figures, probes.Analysis.sweep_outputs):
+
   spectra_by_<key>.png    for key in SPECTRUM_SWEEPS: one complex-plane panel per swept value, eigenvalues
                           of J over training coloured by step on one shared colour scale and shared limits
   fp_eigenvalue_evolution_by_<key>.png
@@ -14,10 +17,6 @@
   accuracy_curves_by_<key>.png
                           classification runs: train and test accuracy over training, one colour per
                           value of the key, mean over seeds, smoothed
-  <distance>_vs_noise_loglog.png
-                          the rebound study's final distance against σ with its fitted power law
-
-and, for `rnn_sparsity.aggregate`, `table_figure`: a table (such as unstable_eigenvalues_by_<key>) as an image.
 
 One panel per value of the key, from one representative run (see `representative_runs`); a figure is
 skipped when no run of the sweep has its inputs.
@@ -38,15 +37,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from rnn_sparsity.plots.common import SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits, step_norm
 from rnn_sparsity.plots.dynamics import TRACK_CMAP, TRACK_KEYS, draw_tracked_eigenvalues, eigenvalue_limits
-from rnn_sparsity.plots.run import (
-    SPECTRUM_KEYS,
-    draw_spectrum,
-    read_analysis,
-    save_figure,
-    spectrum_limits,
-    step_norm,
-)
 
 SPECTRUM_SWEEPS = ("regularizer.strength", "model.sparsity")
 PANEL_COLUMNS = 4
@@ -55,13 +47,6 @@ PANEL_COLUMNS = 4
 def format_value(value: Any) -> str:
     """A config value for a label: numbers compactly (0.001, 1e-05), anything else as text."""
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
-def format_cell(value: Any) -> str:
-    """A table cell: numbers to 4 significant digits, a missing value as "–", anything else as text."""
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        return "–" if pd.isna(value) else f"{value:.4g}"
-    return str(value)
 
 
 def sorted_values(column: pd.Series) -> list:
@@ -239,22 +224,9 @@ PANEL_FIGURES: dict[str, Callable[[pd.DataFrame, str, Sequence[str]], Figure | N
 }
 
 
-def table_figure(table: pd.DataFrame, title: str) -> Figure:
-    """A table as an image: a header row (": " or " (" in a name starts a second line), then one row per row."""
-    cells = [[format_cell(value) for value in row] for row in table.itertuples(index=False)]
-    header = [str(column).replace(": ", ":\n").replace(" (", "\n(") for column in table.columns]
-    fig, ax = plt.subplots(figsize=(1.6 * len(header) + 0.4, 0.3 * len(cells) + 1.1), layout="constrained")
-    ax.set_axis_off()
-    drawn = ax.table(cellText=cells, colLabels=header, cellLoc="center", bbox=[0, 0, 1, 1])
-    drawn.auto_set_font_size(False)
-    drawn.set_fontsize(8)
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
 def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str],
                        out_dir: Path) -> list[Path]:
-    """Every comparison figure for the completed runs in `runs`; returns the written paths."""
+    """<metric>_vs_<key>.png for every metric and swept key, over the completed runs in `runs`."""
     completed = runs[runs["status"] == "completed"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,18 +238,20 @@ def draw_sweep_figures(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequenc
                 fig = metric_figure(completed, metric, key, hue)
                 name = metric.replace("/", "_")  # per-parameter metrics such as sparsity/J
                 written.append(save_figure(fig, out_dir / f"{name}_vs_{key}.png"))
+    return written
+
+
+def draw_panel_figures(runs: pd.DataFrame, keys: Sequence[str], out_dir: Path) -> list[Path]:
+    """<panel>_by_<key>.png (PANEL_FIGURES) for λ and s where swept, over the completed runs (the
+    analysis group's sweep figures: they read what its probes wrote)."""
+    completed = runs[runs["status"] == "completed"]
+    written = []
     for key in SPECTRUM_SWEEPS:
         if key not in keys or completed.empty:
             continue
         for name, draw in PANEL_FIGURES.items():
             fig = draw(completed, key, keys)
             if fig is not None:
-                written.append(save_figure(fig, out_dir / f"{name}_by_{key}.png"))
-    from rnn_sparsity.plots.rebound import DISTANCES, noise_loglog_figure
-
-    for metric in DISTANCES:
-        fig = noise_loglog_figure(completed, metric) if metric in completed else None
-        if fig is not None:
-            written.append(save_figure(fig, out_dir / f"{metric}_vs_noise_loglog.png"))
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                written.append(save_figure(fig, Path(out_dir) / f"{name}_by_{key}.png"))
     return written
-

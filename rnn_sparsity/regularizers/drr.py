@@ -1,4 +1,4 @@
-"""The DRR penalty of the teacher-student studies and the gradients the study adds to the loss's gradient.
+"""The DRR penalty of the teacher-student studies (`regularizer=drr`, penalty mode only).
 
 With layers l = 1 … n, each a group of parameters (by default W_l and b_l: weights AND biases are
 penalised, the study penalising every parameter of a layer unless told otherwise), P_l the number of
@@ -11,21 +11,23 @@ so Σ_l c_l P_l = P: the rescaling moves weight between layers, a small layer's 
 more, without changing the total (uniform θ gives the unscaled penalty). The second term is a smooth
 count of the nonzero entries: 1 - exp(-β|w|) ≈ β|w| near 0 and → 1 for |w| ≫ 1/β.
 
-    ∂R/∂w = 2 ρ_l w + α_l β sign(w) exp(-β |w|)          (sign(0) = 0: no push at an exact zero)
-
-The study adds this gradient (`drr_gradient`), or α sign(w) for its "l1" (`l1_gradient`), to the task
-loss's gradient rather than differentiating the penalty. All functions are jnp and jit-able with
-`layer_names` static; α, ρ, β may be traced.
+All functions are jnp and jit-able with `layer_names` static; α (λ = `regularizer.strength`), ρ and β
+may be traced; training differentiates R with autodiff.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from ..components import non_negative, positive
+from ..contracts import Regularizer
+from . import Penalty, RegularizerConfig
 
 Params = Mapping[str, jax.Array]
 
@@ -70,18 +72,34 @@ def drr_penalty(params: Params, alpha, rho=0.0, beta=10.0, layer_names: Sequence
                for c, names in zip(layer_scales(params, layers), layers))
 
 
-def drr_gradient(params: Params, alpha, rho=0.0, beta=10.0, layer_names: Sequence | None = None) -> dict:
-    """∂R/∂w = c_l (2 ρ w + α β sign(w) exp(-β|w|)) for every entry, written out (not by autodiff);
-    parameters in no layer get zeros."""
-    layers = _resolve(params, layer_names)
-    grads = {n: jnp.zeros_like(w) for n, w in params.items()}
-    for c, names in zip(layer_scales(params, layers), layers):
-        for n in names:
-            w = params[n]
-            grads[n] = c * (2.0 * rho * w + alpha * beta * jnp.sign(w) * jnp.exp(-beta * jnp.abs(w)))
-    return grads
+@dataclass
+class DRRConfig(RegularizerConfig):
+    _target_: str = "rnn_sparsity.regularizers.drr.DRR"
+    name: str = "drr"
+    rho: float = 0.0  # weight ρ of its Σ w² term (per layer rescaled like λ; traced)
+    beta: float = 10.0  # sharpness β of its Σ (1 - exp(-β|w|)) term (traced)
 
 
-def l1_gradient(params: Params, alpha) -> dict:
-    """α sign(w) for every entry of every parameter: the study's "l1", added to the loss's gradient."""
-    return {n: alpha * jnp.sign(w) for n, w in params.items()}
+class DRR(Penalty):
+    """R(θ) of the module docstring on the targeted parameters grouped by layer (`mlp_layers`);
+    λ = hyper["strength"], ρ = hyper["rho"], β = hyper["beta"]. No proximal operator."""
+
+    Config = DRRConfig
+    traced = (*Penalty.traced, "rho", "beta")
+    proximal_operator = False
+
+    def check(self, parts) -> None:
+        super().check(parts)
+        non_negative(self.cfg, "regularizer.rho")
+        positive(self.cfg, "regularizer.beta")
+
+    def build(self, param_shapes: dict[str, tuple[int, ...]]) -> Regularizer:
+        targets = self.known_targets(param_shapes)
+
+        def penalty(params: Params, hyper: dict) -> jax.Array:
+            return drr_penalty({t: params[t] for t in targets}, hyper["strength"], hyper["rho"], hyper["beta"])
+
+        def prox(params: Params, hyper: dict, step: Any) -> Params:
+            raise ValueError("regularizer=drr has no proximal operator: use regularizer.mode=penalty")
+
+        return Regularizer(penalty=penalty, prox=prox, targets=targets)

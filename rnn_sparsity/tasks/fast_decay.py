@@ -12,18 +12,30 @@ the worst start's (worst_decay_time_*: ‖e^{At}‖₂ falls to 5% / 1%) and the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from omegaconf import OmegaConf
 
 from ..analysis.decay import decay_losses, decay_times, expected_norm, max_real_eigenvalue
+from ..components import TaskComponent, check, non_negative
+from ..contracts import Task
 from ..models.lowrank_linear import split_outputs
-from . import Task
 
 DECAY_HORIZON = 200.0  # decay times are sought up to this many τ
 CURVE_SPAN = 30.0  # the stored decay curve covers this many τ
 
 
-def make_task(cfg, model_cfg) -> Task:
-    tau = float(model_cfg.tau)
+@dataclass
+class FastDecayConfig:
+    _target_: str = "rnn_sparsity.tasks.fast_decay.FastDecay"
+    name: str = "fast_decay"
+    alpha: float = 1e5  # weight of the stability loss Σ max(Re γ, 0)²
+    beta: float = 0.01  # weight of the smoothness loss
+
+
+def make_task(cfg, tau: float) -> Task:
+    """The task for task config `cfg` on a network of time constant τ."""
 
     def loss(outputs, targets=None, weights=None):
         terms = decay_losses(*split_outputs(outputs), tau)
@@ -47,6 +59,30 @@ def make_task(cfg, model_cfg) -> Task:
                 "decay_curve_tau": np.array(tau)}
 
     dummy = np.zeros((1, 1, 1))
-    return Task(inputs=dummy, targets=dummy, loss_weights=np.ones((1, 1, 1)), metrics=metrics,
-                arrays=arrays, metric_names=("decay_loss", "decay_time_1_tau", "max_real_eig"),
-                loss=loss)
+    return Task(inputs=dummy, targets=dummy, loss_weights=np.ones((1, 1, 1)), loss=loss, metrics=metrics,
+                arrays=arrays)
+
+
+class FastDecay(TaskComponent):
+    """Scores a connectivity J (and readout w) that a `connectivity` model outputs as [J | w]."""
+
+    Config = FastDecayConfig
+    layout = "connectivity"
+    summary_metrics = ("max_real_eig", "decay_time_1_tau", "worst_decay_time_1_tau", "mode_decay_time_1_tau")
+
+    def tau(self) -> float:
+        return float(OmegaConf.select(self.cfg, "model.tau"))
+
+    def check(self, parts) -> None:
+        check(OmegaConf.select(self.cfg, "model.tau") is not None, "model", self.cfg.model.get("name"),
+              "task=fast_decay needs a model with a time constant model.tau")
+        for key in ("task.alpha", "task.beta"):
+            non_negative(self.cfg, key)
+
+    def build(self, dtype) -> Task:
+        return make_task(self.group_cfg, self.tau())
+
+    def run_figures(self):
+        from ..plots.decay import DECAY_FIGURES
+
+        return DECAY_FIGURES

@@ -10,9 +10,23 @@ whose output has the target's sign.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from . import Conditions, Task
+from ..components import TaskComponent, check, positive
+from ..contracts import Conditions, Task
+
+
+@dataclass
+class FlipFlopConfig:
+    _target_: str = "rnn_sparsity.tasks.flipflop.FlipFlop"
+    name: str = "flipflop"
+    n_bits: int = 3  # inputs = outputs = bits
+    n_steps: int = 64  # steps per trial
+    n_trials: int = 64  # trials in the (fixed) data set
+    pulse_prob: float = 0.5  # probability of a ±1 pulse per bit and step (every bit pulses at t = 0)
+    data_seed: int = 0  # the trials are drawn once from this seed
 
 
 def flipflop_trials(n_trials: int, n_steps: int, n_bits: int, pulse_prob: float, seed: int):
@@ -28,19 +42,36 @@ def flipflop_trials(n_trials: int, n_steps: int, n_bits: int, pulse_prob: float,
     return inputs, targets
 
 
-def make_task(cfg, model_cfg) -> Task:
-    inputs, targets = flipflop_trials(cfg.n_trials, cfg.n_steps, cfg.n_bits, cfg.pulse_prob, cfg.data_seed)
-    weights = np.ones((cfg.n_steps, 1, 1))
+class FlipFlop(TaskComponent):
+    Config = FlipFlopConfig
+    layout = "sequence"
+    summary_metrics = ("bit_accuracy",)
 
-    def metrics(outputs: np.ndarray) -> dict[str, float]:
-        return {"bit_accuracy": float(np.mean(np.sign(outputs) == targets))}
+    def check(self, parts) -> None:
+        for key in ("task.n_bits", "task.n_steps", "task.n_trials"):
+            positive(self.cfg, key)
+        p = self.group_cfg.pulse_prob
+        check(0.0 < p <= 1.0, "task.pulse_prob", p, "must satisfy 0 < p <= 1")
 
-    def arrays(outputs: np.ndarray) -> dict[str, np.ndarray]:
-        return {"task_inputs": inputs.astype(np.float32), "task_outputs": outputs.astype(np.float32),
-                "task_targets": targets.astype(np.float32)}
+    def n_train(self) -> int:
+        return int(self.group_cfg.n_trials)
 
-    # one condition, no input: the memories are fixed points of the input-free dynamics
-    conditions = Conditions(inputs=np.zeros((1, cfg.n_bits)), trial_condition=np.zeros(cfg.n_trials, int),
-                            window=slice(0, cfg.n_steps))
-    return Task(inputs=inputs, targets=targets, loss_weights=weights, metrics=metrics, arrays=arrays,
-                metric_names=("bit_accuracy",), conditions=conditions)
+    def n_conditions(self) -> int:
+        return 1
+
+    def build(self, dtype) -> Task:
+        cfg = self.group_cfg
+        inputs, targets = flipflop_trials(cfg.n_trials, cfg.n_steps, cfg.n_bits, cfg.pulse_prob, cfg.data_seed)
+
+        def metrics(outputs: np.ndarray) -> dict[str, float]:
+            return {"bit_accuracy": float(np.mean(np.sign(outputs) == targets))}
+
+        def arrays(outputs: np.ndarray) -> dict[str, np.ndarray]:
+            return {"task_inputs": inputs.astype(np.float32), "task_outputs": outputs.astype(np.float32),
+                    "task_targets": targets.astype(np.float32)}
+
+        # one condition, no input: the memories are fixed points of the input-free dynamics
+        conditions = Conditions(inputs=np.zeros((1, cfg.n_bits)), trial_condition=np.zeros(cfg.n_trials, int),
+                                window=slice(0, cfg.n_steps))
+        return Task(inputs=inputs, targets=targets, loss_weights=np.ones((cfg.n_steps, 1, 1)), metrics=metrics,
+                    arrays=arrays, conditions=conditions)

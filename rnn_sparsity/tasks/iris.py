@@ -1,25 +1,38 @@
 """Iris classification (Fisher's 150 samples, 4 features, 3 classes; shipped in rnn_sparsity/data).
 
-The samples are shuffled with `task.split_seed` and split 80/20 into train and test (120/30 at the
-default `test_fraction` 0.2); features are used as they are. Layout (1, B, ·) like every static task:
-inputs (1, B, 4), targets one-hot (1, B, 3). Task loss: softmax cross-entropy of the network's logits.
-Metric: accuracy (train and test, every sample between chunks); `window_test_accuracy` is the mean
-test accuracy over the epochs in `task.average_window` (the study's 500-900).
+The samples are shuffled with `task.split_seed` and split into test and train (30/120 at the default
+`test_fraction` 0.2); features are used as they are. Layout (1, B, ·) like every static task: inputs
+(1, B, 4), targets one-hot (1, B, 3). Task loss: softmax cross-entropy of the network's logits.
+Metrics: accuracy (train and test); `window_test_accuracy` is the mean test accuracy over the epochs in
+`task.average_window` (the study's 500-900), sampled every `analysis.eig_every` steps.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, field
 from importlib import resources
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import Task
+from ..components import TaskComponent, check
+from ..contracts import Task
+from ..maths import accuracy, cross_entropy
+from ..probes import WindowMean
 
 N_CLASSES = 3
 
 
+@dataclass
+class IrisConfig:
+    _target_: str = "rnn_sparsity.tasks.iris.Iris"
+    name: str = "iris"
+    split_seed: int = 42  # shuffles the samples before the train/test split
+    test_fraction: float = 0.2  # 30 test, 120 training samples
+    average_window: list[int] = field(default_factory=lambda: [500, 900])  # epochs of window_test_accuracy
+
+
+@functools.cache
 def load_iris() -> tuple[np.ndarray, np.ndarray]:
     """features (150, 4) float64 and labels (150,) int from the shipped CSV."""
     with resources.files("rnn_sparsity.data").joinpath("iris.csv").open() as f:
@@ -30,27 +43,39 @@ def load_iris() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :n_features], table[:, n_features].astype(int)
 
 
-def cross_entropy(logits, targets, weights=None):
-    """Mean over samples of -Σ_k y_k log softmax(z)_k (one-hot y); `weights` unused (one step)."""
-    return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+class Iris(TaskComponent):
+    Config = IrisConfig
+    layout = "static"
+    summary_metrics = ("test_loss", "test_accuracy", "window_test_accuracy")
 
+    def check(self, parts) -> None:
+        f = self.group_cfg.test_fraction
+        check(0.0 < f < 1.0, "task.test_fraction", f, "must satisfy 0 < fraction < 1")
+        window = list(self.group_cfg.average_window)
+        check(len(window) == 2 and 0 <= window[0] <= window[1], "task.average_window", window,
+              "must be [first epoch, last epoch] with 0 <= first <= last")
 
-def accuracy(logits, targets):
-    """Fraction of samples whose largest logit is the true class."""
-    return jnp.mean(jnp.argmax(logits, axis=-1) == jnp.argmax(targets, axis=-1))
+    def io(self) -> tuple[int, int]:
+        return load_iris()[0].shape[1], N_CLASSES
 
+    def n_test(self) -> int:
+        return int(round(self.group_cfg.test_fraction * len(load_iris()[1])))
 
-def make_task(cfg, model_cfg) -> Task:
-    features, labels = load_iris()
-    order = np.random.default_rng(cfg.split_seed).permutation(len(labels))
-    n_test = int(round(cfg.test_fraction * len(labels)))
-    test, train = order[:n_test], order[n_test:]
-    one_hot = np.eye(N_CLASSES)[labels]
+    def n_train(self) -> int:
+        return len(load_iris()[1]) - self.n_test()
 
-    def metrics(outputs: np.ndarray) -> dict[str, float]:
-        return {"train_accuracy": float(accuracy(outputs, one_hot[train][None]))}
+    def build(self, dtype) -> Task:
+        features, labels = load_iris()
+        order = np.random.default_rng(self.group_cfg.split_seed).permutation(len(labels))
+        test, train = order[:self.n_test()], order[self.n_test():]
+        one_hot = np.eye(N_CLASSES)[labels]
 
-    return Task(inputs=features[train][None], targets=one_hot[train][None], loss_weights=np.ones((1, 1, 1)),
-                metrics=metrics, arrays=lambda outputs: {}, metric_names=("train_accuracy",),
-                test_inputs=features[test][None], test_targets=one_hot[test][None], loss=cross_entropy,
-                score=accuracy, average_window=tuple(cfg.average_window))
+        def metrics(outputs: np.ndarray) -> dict[str, float]:
+            return {"train_accuracy": float(accuracy(outputs, one_hot[train][None]))}
+
+        return Task(inputs=features[train][None], targets=one_hot[train][None], loss_weights=np.ones((1, 1, 1)),
+                    loss=cross_entropy, metrics=metrics, test_inputs=features[test][None],
+                    test_targets=one_hot[test][None], score=accuracy)
+
+    def probes(self, trainer) -> list:
+        return [WindowMean(trainer, self.group_cfg.average_window)]

@@ -20,20 +20,9 @@ channel-major: entry c·L + p of the vector is channel c at position p (L positi
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 N_INPUTS = 12
-
-ACTIVATIONS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
-
-
-def lookup(table: dict, name: str, what: str):
-    """table[name], or a ValueError naming the allowed keys."""
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(table)}")
-    return table[name]
 
 
 def filter_banks(banks, n_positions: int) -> np.ndarray:
@@ -79,17 +68,6 @@ TEACHERS = tuple(_TEACHERS)
 def teacher_layers(name: str) -> list[np.ndarray]:
     """The teacher's layers as dense bias-free matrices Mˡ (out, in) on channel-major flattened
     activations (float64, fresh copies): y = φ(M³ φ(M² φ(M¹ x)))."""
-    return [locally_connected_matrix(filter_banks(banks, n_pos)) for banks, n_pos in lookup(_TEACHERS, name, "teacher")]
-
-
-def teacher_apply(name: str, activation: str, x) -> jax.Array:
-    """Teacher output y (B, 1) for inputs x (B, 12), φ = ACTIVATIONS[activation] after every layer.
-    Pure jnp: jit with `name` and `activation` static."""
-    phi = lookup(ACTIVATIONS, activation, "activation")
-    h = jnp.asarray(x)
-    if h.shape[-1] != N_INPUTS:
-        raise ValueError(f"teacher inputs must have {N_INPUTS} features, got shape {h.shape}")
-    dtype = h.dtype if jnp.issubdtype(h.dtype, jnp.floating) else jnp.float32
-    for layer in teacher_layers(name):
-        h = phi(h @ jnp.asarray(layer, dtype).T)
-    return h
+    if name not in _TEACHERS:
+        raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(_TEACHERS)}")
+    return [locally_connected_matrix(filter_banks(banks, n_pos)) for banks, n_pos in _TEACHERS[name]]

@@ -1,0 +1,244 @@
+"""Components: a model, task, regularizer, optimizer or analysis is one class in one module, plus a YAML.
+
+A component class declares, next to its code:
+
+    Config         its schema (a dataclass), registered in Hydra's ConfigStore as schema/<group>/<name>,
+                   whose `_target_` names the class: `_target_` is how a composed config finds it
+    traced         the keys of its config that a sweep varies without recompiling (hyper[group][key])
+    check()        its value checks (raise ConfigError), given every component of the run
+    probes()       what it wants run between training chunks and after training (contracts.Probe)
+    run_figures()  per-run figures it owns: {file name: draw(run_dir) -> Figure | None}
+    summary_metrics, unplotted_metrics, sweep_outputs()   what the aggregator does with its metrics
+    build()        the runtime record (contracts.Model, Task, Regularizer; stages for an optimizer)
+
+Why `_target_` rather than a registry keyed by name: a researcher's own component in their own package
+is found by the dotted path in their YAML (`_target_: my_pkg.tasks.Toy`), with nothing registered or
+imported ahead and no name that could clash with ours; the same string is what Hydra's instantiate
+would take, so a config says what runs. `resolve(cfg)` imports the classes, types each group against
+its schema (an option whose YAML does not name the schema, such as a user's, is checked here: wrong
+types and unknown keys are refused, missing keys take the schema's defaults) and returns the
+instances. The central files (config, experiment, aggregate) name no component.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, ClassVar, NamedTuple
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+GROUPS = ("model", "task", "regularizer", "optimizer", "analysis")
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message names key, value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config value {key}={value!r}: {allowed}")
+
+
+# ------------------------------------------------------------------------------------- check helpers
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def positive(cfg: DictConfig, key: str) -> None:
+    """cfg's `key` (dotted, from the root) > 0."""
+    value = OmegaConf.select(cfg, key)
+    check(value > 0, key, value, "must be > 0")
+
+
+def non_negative(cfg: DictConfig, key: str, note: str = "") -> None:
+    value = OmegaConf.select(cfg, key)
+    check(value >= 0, key, value, "must be >= 0" + note)
+
+
+def one_of(cfg: DictConfig, key: str, options) -> None:
+    value = OmegaConf.select(cfg, key)
+    check(value in options, key, value, f"must be one of {', '.join(options)}")
+
+
+# -------------------------------------------------------------------------------------------- classes
+class Component:
+    """Base of every component; `cfg` is the root config, `self.group_cfg` its own group's node."""
+
+    group: ClassVar[str] = ""
+    Config: ClassVar[type | None] = None
+    traced: ClassVar[tuple[str, ...]] = ()
+    summary_metrics: ClassVar[tuple[str, ...]] = ()  # metrics summary.csv gives mean/std/n of
+    unplotted_metrics: ClassVar[tuple[str, ...]] = ()  # numeric metrics not worth a figure
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.group and "Config" in cls.__dict__ and cls.Config is not None:
+            ConfigStore.instance().store(group=f"schema/{cls.group}", name=schema_name(cls), node=cls.Config)
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.group_cfg = cfg[self.group]
+
+    def check(self, parts: "Parts") -> None:
+        """Value checks of this component's keys (and of how it fits the others); raise ConfigError."""
+
+    def hyper(self, dtype) -> dict[str, Any]:
+        """The traced values of this component's config as scalars of the run's dtype."""
+        import jax.numpy as jnp
+
+        return {key: jnp.asarray(self.group_cfg[key], dtype) for key in self.traced}
+
+    def probes(self, trainer) -> list:
+        """Probes (contracts.Probe) this component wants for a run of `trainer`."""
+        return []
+
+    def run_figures(self) -> dict[str, Any]:
+        """{file name: draw(run_dir) -> Figure | None} of the per-run figures this component owns."""
+        return {}
+
+    @classmethod
+    def sweep_outputs(cls, runs, keys, out) -> list:
+        """Tables and figures of a whole sweep this component owns (the aggregator calls it with the
+        sound runs, the swept keys and its output folder); returns the written paths."""
+        return []
+
+
+def variant(base: type, target: str, name: str) -> type:
+    """The schema of a component that shares `base`'s keys: a dataclass subclass of it whose `_target_`
+    and `name` defaults name that component (registered under schema/<group>/<name> with it)."""
+    module, _, owner = target.rpartition(".")
+    schema = dataclasses.make_dataclass(f"{owner}Config", [("_target_", str, dataclasses.field(default=target)),
+                                                           ("name", str, dataclasses.field(default=name))],
+                                        bases=(base,))
+    # where the class will be found by name (`<owner>.Config`), so that it pickles (joblib launcher)
+    schema.__module__, schema.__qualname__ = module, f"{owner}.Config"
+    return schema
+
+
+def schema_name(cls: type) -> str:
+    """The ConfigStore name of a component's schema: its Config's `name` default."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    return fields["name"].default if "name" in fields else cls.__name__.lower()
+
+
+def target_of(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class ModelComponent(Component):
+    group = "model"
+    inputs: ClassVar[tuple[str, ...]] = ()  # the data layouts it can learn (TaskComponent.layout)
+    has_rates: ClassVar[bool] = False  # it has firing rates for regularizer.activity to penalise
+    rate_dynamics: ClassVar[bool] = False  # its Model has a rate_field (fixed points, slow points, PCA)
+    size_keys: ClassVar[tuple[str, ...]] = ()  # its keys that set the parameter count (memory advice)
+
+    def build(self, task, dtype):
+        """contracts.Model for the built task (its n_inputs, n_outputs)."""
+        raise NotImplementedError
+
+
+class TaskComponent(Component):
+    group = "task"
+    layout: ClassVar[str] = ""  # "sequence" (T, B, n_in) trials | "static" (1, B, n_in) features | ...
+
+    def build(self, dtype):
+        """contracts.Task (reads other groups where its data depend on them, e.g. model.dt)."""
+        raise NotImplementedError
+
+    def io(self) -> tuple[int, int] | None:
+        """(input width, output width) where known from the config alone, for models that list sizes."""
+        return None
+
+    def n_train(self) -> int | None:
+        """Training samples (the minibatch axis), where known from the config alone."""
+        return None
+
+    def n_conditions(self) -> int:
+        """Static inputs the fixed-point analysis can look at (0: a task without conditions)."""
+        return 0
+
+
+class RegularizerComponent(Component):
+    group = "regularizer"
+    proximal_operator: ClassVar[bool] = True
+
+    def build(self, param_shapes: dict[str, tuple[int, ...]]):
+        """contracts.Regularizer for a model whose parameters have these shapes."""
+        raise NotImplementedError
+
+
+class OptimizerComponent(Component):
+    group = "optimizer"
+    minibatches: ClassVar[bool] = False  # it can train on minibatches (first-order)
+
+    def stages(self, proximal: bool) -> list:
+        raise NotImplementedError
+
+
+class AnalysisComponent(Component):
+    group = "analysis"
+
+
+BASES = {"model": ModelComponent, "task": TaskComponent, "regularizer": RegularizerComponent,
+         "optimizer": OptimizerComponent, "analysis": AnalysisComponent}
+
+
+class Parts(NamedTuple):
+    """The resolved components of one run."""
+    model: ModelComponent
+    task: TaskComponent
+    regularizer: RegularizerComponent
+    optimizer: OptimizerComponent
+    analysis: AnalysisComponent
+
+    def all(self) -> tuple[Component, ...]:
+        return tuple(self)
+
+
+def component_class(group: str, target: Any) -> type:
+    """The class a group's `_target_` names, or a ConfigError saying why it cannot be used."""
+    key = f"{group}._target_"
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(key, target, "must name a component class as module.Class")
+    module_name, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(key, target, f"cannot be imported ({type(err).__name__}: {err})") from None
+    base = BASES[group]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(key, target, f"must be a subclass of rnn_sparsity.components.{base.__name__}")
+    return cls
+
+
+def typed(cfg: DictConfig, group: str, cls: type) -> None:
+    """Check cfg[group] against cls.Config (types, unknown keys) and fill keys it lacks with the schema's
+    defaults, in place. Built-in options name their schema in their YAML (Hydra checked it already)."""
+    if cls.Config is None:
+        return
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls.Config), cfg[group])
+    except OmegaConfBaseException as err:
+        key = f"{group}.{err.full_key}" if getattr(err, "full_key", None) else group
+        raise ConfigError(key, getattr(err, "value", None), str(err).splitlines()[0]) from None
+    missing = [k for k in merged if k not in cfg[group]]
+    if missing:
+        with open_dict(cfg):
+            for k in missing:
+                cfg[group][k] = merged[k]
+
+
+def resolve(cfg: DictConfig) -> Parts:
+    """The components of a composed config, each typed against its schema."""
+    parts = {}
+    for group in GROUPS:
+        node = cfg.get(group)
+        if node is None:
+            raise ConfigError(group, None, f"a run needs a {group} group")
+        cls = component_class(group, node.get("_target_"))
+        typed(cfg, group, cls)
+        parts[group] = cls(cfg)
+    return Parts(**parts)

@@ -1,0 +1,131 @@
+"""What the pieces of a run hand each other: plain records of pure functions and arrays.
+
+Models, tasks, regularizers, probes and analysis meet only through these records, so that none imports
+another. The components (components.py) that build them from a config live in models/, tasks/,
+regularizers/, optimizers.py and probes.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .maths import weighted_mse
+
+Params = dict[str, Any]
+
+
+class Model(NamedTuple):
+    """A model as the training code sees it: pure functions over a flat parameter dict.
+
+    init(key, hyper) -> (params, mask): mask has the structure of params, 1 where an entry is free,
+        0 where structural sparsity pins it at exactly 0. `hyper` holds the model's traced values
+        (e.g. sparsity s, gain), so a sweep over them needs no recompilation.
+    apply(params, inputs) -> (outputs, states) over time-major inputs (T, B, n_in).
+    recurrent(params) -> the effective recurrent matrix whose spectrum is tracked (None: none).
+    masked: names of structurally masked parameters.
+    rates(states) -> the firing rates of those states (None: no rates); `regularizer.activity`
+        penalises their mean square.
+    rate_field(params, u) -> (J, c): the model's dynamics under a static input u in the rate-network
+        form F(x) = -x + J tanh(x) + c (maths.rate_velocity) that the fixed-point analysis solves
+        (None: a model without such dynamics); time_constant τ: F is τ ẋ, so an eigenvalue λ of DF
+        oscillates at Im λ / τ rad per time unit.
+    """
+
+    init: Callable[..., tuple[Params, Params]]
+    apply: Callable[..., tuple[Any, Any]]
+    recurrent: Callable[[Params], Any] = lambda params: None
+    masked: tuple[str, ...] = ()
+    rates: Callable[[Any], Any] | None = None
+    rate_field: Callable[[Params, Any], tuple[Any, Any]] | None = None
+    time_constant: float = 1.0
+
+
+class Conditions(NamedTuple):
+    """The static inputs under which a dynamical task's fixed points are sought, and where its trials
+    show the network's dynamics under them.
+
+    inputs (C, n_in): one static input per condition. trial_condition (B,): the condition of each trial
+    (batch entry). window: the steps of a trial that form its trajectory under its condition's input
+    (the sine task's free-running phase). anchor_step: the step whose state ends the drive phase and
+    starts the trajectory (None when a task has none). omegas (C,): the target angular frequency per
+    condition (None for non-oscillatory tasks).
+    """
+
+    inputs: np.ndarray
+    trial_condition: np.ndarray
+    window: slice
+    anchor_step: int | None = None
+    omegas: np.ndarray | None = None
+
+
+def _no_metrics(outputs) -> dict:
+    return {}
+
+
+class Task(NamedTuple):
+    """Data and scoring of one task, all samples as one batch.
+
+    inputs (T, B, n_in), targets (T, B, n_out) and loss_weights (T, 1, 1) are NumPy arrays.
+    loss(outputs, targets, loss_weights) -> the task loss (jnp; the weighted MSE unless said);
+    metrics(outputs) -> flat dict of task metrics of the trained network's outputs (T, B, n_out);
+    arrays(outputs) -> named arrays worth keeping in analysis.npz.
+    Optional parts: held-out data (test_loss, and test_accuracy with a score); conditions for the
+    fixed-point analysis; initial_params(key, hyper, params) -> the start (a copy of a teacher, say);
+    project(epoch, params) -> params or None, a host-side map applied between training chunks.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    loss_weights: np.ndarray
+    loss: Callable[..., Any] = weighted_mse
+    metrics: Callable[[np.ndarray], dict[str, float]] = _no_metrics
+    arrays: Callable[[np.ndarray], dict[str, np.ndarray]] = _no_metrics
+    test_inputs: np.ndarray | None = None
+    test_targets: np.ndarray | None = None
+    score: Callable[..., Any] | None = None  # (outputs, targets) -> accuracy, for classification
+    conditions: Conditions | None = None
+    initial_params: Callable[..., Params] | None = None
+    project: Callable[[int, Params], Params | None] | None = None
+
+    @property
+    def n_inputs(self) -> int:
+        return self.inputs.shape[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.targets.shape[-1]
+
+
+class Regularizer(NamedTuple):
+    """penalty(params, hyper) -> R(θ); prox(params, hyper, η) -> prox_{ηR}(params) (η a scalar or a
+    pytree of per-entry step sizes); `targets` names the parameters it acts on. `hyper` is the
+    regularizer's own traced values (λ = hyper["strength"], ...)."""
+
+    penalty: Callable[[Params, dict], Any]
+    prox: Callable[[Params, dict, Any], Params]
+    targets: tuple[str, ...]
+
+
+class Probe:
+    """What runs between training chunks and after training.
+
+    sample(step, params) is called before the first chunk and after each (params: the current,
+    masked parameters, finite); finish(params, completed) once with the best (masked, finite)
+    parameters of a fit, `completed` False when the run diverged;
+    arrays() -> what joins analysis.npz; metrics() -> what joins metrics.json. Every method is
+    optional: the defaults do nothing.
+    """
+
+    def sample(self, step: int, params: Params) -> None:
+        pass
+
+    def finish(self, params: Params, completed: bool) -> None:
+        pass
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def metrics(self) -> dict[str, Any]:
+        return {}

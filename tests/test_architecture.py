@@ -1,0 +1,98 @@
+"""The package's layout holds: no import circle, floors that mean something, and no component name
+outside the component's own module (the central files name no study). Matplotlib's facecolors="none"
+is not the regularizer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from helpers import compose_cfg
+
+PACKAGE = Path(__file__).parents[1] / "rnn_sparsity"
+CONF = PACKAGE / "conf"
+FLOOR = ("rnn_sparsity.maths", "rnn_sparsity.contracts", "rnn_sparsity.components", "rnn_sparsity.blas")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The package modules a file imports, at any depth of its code (lazy imports inside functions too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            module = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}  # `from . import x` names a module
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in found if m in modules and m != name}
+
+
+GRAPH = {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_the_import_graph_has_no_circle():
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(GRAPH[node]):
+            assert state.get(target) != "open", "import circle: " + " -> ".join([*path, node, target])
+            if target not in state:
+                visit(target, [*path, node])
+        state[node] = "done"
+
+    for node in sorted(GRAPH):
+        if node not in state:
+            visit(node, [])
+
+
+@pytest.mark.parametrize("lower,upper", [("rnn_sparsity.analysis", "rnn_sparsity.tasks"),
+                                         ("rnn_sparsity.models", "rnn_sparsity.analysis"),
+                                         ("rnn_sparsity.regularizers", "rnn_sparsity.analysis")])
+def test_no_upward_arrow(lower, upper):
+    arrows = [(a, b) for a, targets in GRAPH.items() if a.startswith(lower) for b in targets if b.startswith(upper)]
+    assert not arrows
+
+
+def test_the_ground_floor_imports_only_the_ground_floor():
+    for module in FLOOR:
+        assert GRAPH[module] <= set(FLOOR), f"{module} imports {GRAPH[module] - set(FLOOR)}"
+
+
+def component_names() -> list[tuple[str, str, str]]:
+    """(group, option name, the module of its component class) of every task, model and regularizer option."""
+    out = []
+    for group in ("task", "model", "regularizer"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            extra = {"flax": ["model.module._target_=flax.linen.Dense"]}.get(path.stem, [])
+            target = compose_cfg(f"{group}={path.stem}", *extra, tiny=False)[group]._target_
+            out.append((group, compose_cfg(f"{group}={path.stem}", *extra, tiny=False)[group].name,
+                        target.rpartition(".")[0]))
+    return out
+
+
+@pytest.mark.parametrize("group,name,owner", component_names())
+def test_a_component_name_appears_only_in_its_own_module(group, name, owner):
+    owner_file = PACKAGE.parent / (owner.replace(".", "/") + ".py")
+    hits = [path for path in PACKAGE.rglob("*.py") if f'"{name}"' in path.read_text().replace('facecolors="none"', "")]
+    assert set(hits) <= {owner_file}, f'"{name}" ({group}) appears in {sorted(map(str, set(hits) - {owner_file}))}'
+
+
+def test_the_central_files_name_no_study():
+    names = {name for _, name, _ in component_names()}
+    for central in ("config.py", "experiment.py", "aggregate.py", "train.py", "components.py", "contracts.py"):
+        text = (PACKAGE / central).read_text()
+        quoted = {name for name in names if f'"{name}"' in text or f"'{name}'" in text}
+        assert not quoted, f"{central} names {quoted}"
