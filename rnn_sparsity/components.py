@@ -198,20 +198,23 @@ class Parts(NamedTuple):
         return tuple(self)
 
 
-def component_class(group: str, target: Any) -> type:
-    """The class a group's `_target_` names, or a ConfigError saying why it cannot be used."""
-    key = f"{group}._target_"
+def import_target(key: str, target: Any, base: type) -> type:
+    """The class `target` ("module.Class") names, a subclass of `base`, or a ConfigError on `key`."""
     if not isinstance(target, str) or "." not in target:
-        raise ConfigError(key, target, "must name a component class as module.Class")
+        raise ConfigError(key, target, f"must name a {base.__name__} subclass as module.Class")
     module_name, _, name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as err:
         raise ConfigError(key, target, f"cannot be imported ({type(err).__name__}: {err})") from None
-    base = BASES[group]
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(key, target, f"must be a subclass of rnn_sparsity.components.{base.__name__}")
+        raise ConfigError(key, target, f"must be a subclass of {base.__module__}.{base.__qualname__}")
     return cls
+
+
+def component_class(group: str, target: Any) -> type:
+    """The class a group's `_target_` names, or a ConfigError saying why it cannot be used."""
+    return import_target(f"{group}._target_", target, BASES[group])
 
 
 def typed(cfg: DictConfig, group: str, cls: type) -> None:

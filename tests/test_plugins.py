@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+import pytest
+from helpers import compose_cfg
+from omegaconf import OmegaConf, open_dict
 
 from rnn_sparsity import artifacts
 from rnn_sparsity.aggregate import find_run_dirs, main as aggregate
+from rnn_sparsity.config import ConfigError, validate
 
 TESTS = Path(__file__).parent
 PLUGIN_CONF = TESTS / "toy_plugin" / "conf"
@@ -53,3 +56,29 @@ def test_outside_components_run_in_a_multirun_and_aggregate(tmp_path, capsys):
     assert len(pd.read_csv(out / "toy_scores.csv")) == 4  # the toy task's own sweep output
     assert (out / "figures" / "toy_score_vs_regularizer.strength.png").exists()
     assert "swept: regularizer.strength" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides,key,allowed", [
+    (["task._target_=rnn_sparsity.models.mlp.MLP"], "task._target_", "subclass of rnn_sparsity.components.TaskComponent"),
+    (["task._target_=nope.Task"], "task._target_", "No module named 'nope'"),
+    (["model=flax", "task=teacher_student", "model.module._target_=collections.OrderedDict"],
+     "model.module._target_", "subclass of flax.linen"),
+    (["model=flax", "task=sine_wave", "model.module._target_=flax.linen.Dense"], "model.name", "gives sequence inputs"),
+])
+def test_a_target_that_cannot_serve_is_refused_naming_the_key(overrides, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*overrides, tiny=False))
+    assert err.value.key == key and allowed in err.value.allowed
+
+
+def test_a_users_yaml_is_typed_against_its_schema_and_completed():
+    cfg = compose_cfg("model=flax", "model.module._target_=toy_plugin.TinyMLP", "regularizer=none", tiny=False)
+    with open_dict(cfg):
+        cfg.task = {"_target_": "toy_plugin.ToyTask", "name": "toy", "n_points": "many"}
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.key == "task.n_points" and "many" in err.value.allowed
+    with open_dict(cfg):
+        cfg.task = {"_target_": "toy_plugin.ToyTask", "name": "toy"}  # n_points and seed left out
+    validate(cfg)
+    assert cfg.task.n_points == 64 and cfg.task.seed == 0

@@ -20,7 +20,7 @@ from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 from omegaconf import OmegaConf
 
-from ..components import ConfigError, ModelComponent
+from ..components import ConfigError, ModelComponent, import_target
 from ..contracts import Model, Params
 
 SEPARATOR = "/"
@@ -78,8 +78,7 @@ class FlaxModel(ModelComponent):
     def check(self, parts) -> None:
         module = self.group_cfg.module
         target = None if not module or OmegaConf.is_missing(module, "_target_") else module.get("_target_")
-        if not isinstance(target, str):
-            raise ConfigError("model.module._target_", target, "must name a flax.linen.Module class")
+        import_target("model.module._target_", target, nn.Module)
 
     def build(self, task, dtype) -> Model:
         from hydra.utils import instantiate
