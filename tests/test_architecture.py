@@ -1,6 +1,5 @@
 """The package's layout holds: no import circle, floors that mean something, and no component name
-outside the component's own module (the central files name no study). Matplotlib's facecolors="none"
-is not the regularizer."""
+outside the component's own module (the central files name no study)."""
 
 from __future__ import annotations
 
@@ -86,7 +85,7 @@ def component_names() -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("group,name,owner", component_names())
 def test_a_component_name_appears_only_in_its_own_module(group, name, owner):
     owner_file = PACKAGE.parent / (owner.replace(".", "/") + ".py")
-    hits = [path for path in PACKAGE.rglob("*.py") if f'"{name}"' in path.read_text().replace('facecolors="none"', "")]
+    hits = [path for path in PACKAGE.rglob("*.py") if f'"{name}"' in path.read_text()]
     assert set(hits) <= {owner_file}, f'"{name}" ({group}) appears in {sorted(map(str, set(hits) - {owner_file}))}'
 
 

@@ -18,6 +18,7 @@ from rnn_sparsity.artifacts import ANALYSIS, atomic_path, read_arrays
 DPI = 120
 SPECTRUM_KEYS = ("eig_steps", "eig_values", "final_eigenvalues")
 STEP_CMAP = "viridis"
+HOLLOW = (0.0, 0.0, 0.0, 0.0)  # a transparent face: ringed markers
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -50,7 +51,7 @@ def draw_spectrum(ax: plt.Axes, analysis: dict[str, np.ndarray], norm: Normalize
     points = ax.scatter(values.real.ravel(), values.imag.ravel(), c=steps, cmap=STEP_CMAP, norm=norm,
                         s=10, alpha=0.7, linewidths=0)
     final = analysis["final_eigenvalues"]
-    ax.scatter(final.real, final.imag, s=30, facecolors="none", edgecolors="crimson", linewidths=1,
+    ax.scatter(final.real, final.imag, s=30, facecolors=HOLLOW, edgecolors="crimson", linewidths=1,
                label="final")
     complex_plane_guides(ax)
     return points

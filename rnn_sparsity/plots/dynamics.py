@@ -30,7 +30,7 @@ from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgba
 from matplotlib.figure import Figure
 
 from rnn_sparsity.analysis.dynamics import frequency_error
-from rnn_sparsity.plots.common import markdown_table, read_analysis, save_figure, table_figure
+from rnn_sparsity.plots.common import HOLLOW, markdown_table, read_analysis, save_figure, table_figure
 
 CONDITION_CMAP = "viridis"
 # blue early in training, red late, through a dark purple (coolwarm's pale middle vanishes on white)
@@ -124,7 +124,7 @@ def draw_fixed_points_3d(ax, analysis: dict[str, np.ndarray], colors: np.ndarray
         ax.scatter(*points[stable].T, s=40, c=color[stable], edgecolors="k", linewidths=0.6, depthshade=False,
                    label="stable fixed point")
     if not stable.all():
-        ax.scatter(*points[~stable].T, s=44, facecolors="none", edgecolors=color[~stable], linewidths=1.6,
+        ax.scatter(*points[~stable].T, s=44, facecolors=HOLLOW, edgecolors=color[~stable], linewidths=1.6,
                    depthshade=False, label="unstable fixed point")
 
 
