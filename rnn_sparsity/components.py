@@ -124,10 +124,6 @@ def schema_name(cls: type) -> str:
     return fields["name"].default if "name" in fields else cls.__name__.lower()
 
 
-def target_of(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 class ModelComponent(Component):
     group = "model"
     inputs: ClassVar[tuple[str, ...]] = ()  # the data layouts it can learn (TaskComponent.layout)
@@ -193,9 +189,6 @@ class Parts(NamedTuple):
     regularizer: RegularizerComponent
     optimizer: OptimizerComponent
     analysis: AnalysisComponent
-
-    def all(self) -> tuple[Component, ...]:
-        return tuple(self)
 
 
 def import_target(key: str, target: Any, base: type) -> type:

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import build_model, build_regularizer, compose_cfg
-from omegaconf import OmegaConf
 
 from rnn_sparsity import artifacts
 from rnn_sparsity.regularizers.drr import drr_penalty

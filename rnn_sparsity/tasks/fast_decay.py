@@ -4,10 +4,11 @@ With γ_i the eigenvalues of (J - I)/τ (τ = `model.tau`), R the right eigenvec
 (analysis/decay.py): decay L1 = Tr(R(L∘F)Rᴴ)/(Nτ), F_ij = -1/(γ_i + γ_j*) (the expected ∫||x||² per
 unit for unit-covariance starts); stability L2 = Σ max(Re γ_i, 0)²; smoothness L3 = τ wᵀR(L∘G)Rᴴw,
 G_ij = γ_i γ_j* F_ij. Task loss L1 + α L2 + β L3, α = `task.alpha`, β = `task.beta`.
-Metrics: each term, max Re eig(J), and the times at which the expected norm falls to 5% and 1% of its
-start (decay_time_5/_1, in time units and in τ), with two other readings of "decay time" beside them:
-the worst start's (worst_decay_time_*: ‖e^{At}‖₂ falls to 5% / 1%) and the slowest eigenmode's
-(mode_decay_time_*: τ ln(1/f) / -max Re γτ, the asymptotic rate).
+Metrics of the outputs: each term, max Re eig(J). Its probe `DecayTimes` adds, after training, the times
+at which the expected norm falls to 5% and 1% of its start (decay_time_5/_1, in time units and in τ),
+with two other readings of "decay time" beside them: the worst start's (worst_decay_time_*: ‖e^{At}‖₂
+falls to 5% / 1%) and the slowest eigenmode's (mode_decay_time_*: τ ln(1/f) / -max Re γτ, the
+asymptotic rate).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 
 from ..analysis.decay import decay_losses, decay_times, expected_norm, max_real_eigenvalue
 from ..components import TaskComponent, check, non_negative
-from ..contracts import Task
+from ..contracts import Probe, Task
 from ..models.lowrank_linear import split_outputs
 
 DECAY_HORIZON = 200.0  # decay times are sought up to this many τ
@@ -45,22 +46,38 @@ def make_task(cfg, tau: float) -> Task:
         J, w = (np.asarray(a, np.float64) for a in split_outputs(outputs))
         out = {f"{name}_loss": float(v) for name, v in decay_losses(J, w, tau).items()}
         out["max_real_eig"] = float(max_real_eigenvalue(J))
+        return out
+
+    dummy = np.zeros((1, 1, 1))
+    return Task(inputs=dummy, targets=dummy, loss_weights=np.ones((1, 1, 1)), loss=loss, metrics=metrics)
+
+
+class DecayTimes(Probe):
+    """After training: when the trained network's activity has decayed to 5% and 1% of its start
+    (decay_time_5/_1, in time units and in τ), with two other readings of "decay time" beside them:
+    the worst start's (worst_decay_time_*) and the slowest eigenmode's (mode_decay_time_*); and the
+    expected-norm decay curve over 0 … 30 τ (figures/decay_curve.png). J is the model's recurrent matrix."""
+
+    def __init__(self, recurrent, tau: float):
+        self.recurrent, self.tau = recurrent, tau
+        self.result: tuple[dict, dict] = ({}, {})
+
+    def finish(self, params, completed: bool) -> None:
+        J, tau = np.asarray(self.recurrent(params), np.float64), self.tau
+        metrics = {}
         for fraction, label in ((0.05, "5"), (0.01, "1")):
             times = decay_times(J, tau, fraction, DECAY_HORIZON * tau)
             for reading, name in (("expected", "decay_time"), ("worst", "worst_decay_time"), ("mode", "mode_decay_time")):
-                out[f"{name}_{label}"], out[f"{name}_{label}_tau"] = times[reading], times[reading] / tau
-        return out
+                metrics[f"{name}_{label}"], metrics[f"{name}_{label}_tau"] = times[reading], times[reading] / tau
+        curve = np.linspace(0.0, CURVE_SPAN * tau, 301)
+        self.result = (metrics, {"decay_curve_time": curve, "decay_curve_norm": np.asarray(expected_norm(J, tau, curve)),
+                                 "decay_curve_tau": np.array(tau)})
 
-    def arrays(outputs: np.ndarray) -> dict[str, np.ndarray]:
-        """The expected-norm decay curve of the final network over 0 … 30 τ (figures/decay_curve.png)."""
-        J, _ = (np.asarray(a, np.float64) for a in split_outputs(outputs))
-        times = np.linspace(0.0, CURVE_SPAN * tau, 301)
-        return {"decay_curve_time": times, "decay_curve_norm": np.asarray(expected_norm(J, tau, times)),
-                "decay_curve_tau": np.array(tau)}
+    def metrics(self) -> dict:
+        return self.result[0]
 
-    dummy = np.zeros((1, 1, 1))
-    return Task(inputs=dummy, targets=dummy, loss_weights=np.ones((1, 1, 1)), loss=loss, metrics=metrics,
-                arrays=arrays)
+    def arrays(self) -> dict:
+        return self.result[1]
 
 
 class FastDecay(TaskComponent):
@@ -81,6 +98,9 @@ class FastDecay(TaskComponent):
 
     def build(self, dtype) -> Task:
         return make_task(self.group_cfg, self.tau())
+
+    def probes(self, trainer) -> list:
+        return [DecayTimes(trainer.model.recurrent, self.tau())]
 
     def run_figures(self):
         from ..plots.decay import DECAY_FIGURES

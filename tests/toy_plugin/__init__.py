@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,7 +16,7 @@ from flax import linen as nn
 
 from rnn_sparsity.components import RegularizerComponent, TaskComponent, check, positive
 from rnn_sparsity.contracts import Regularizer, Task
-from rnn_sparsity.plots.common import read_analysis, save_figure
+from rnn_sparsity.plots.common import read_analysis
 
 
 # ------------------------------------------------------------------------------------------- the task
