@@ -91,7 +91,13 @@ def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
     interpreter down under running XLA threads segfaults. Here the C-level handler also writes the
     signal to a socket (signal.set_wakeup_fd); a daemon thread waiting on it gives the main thread
     `grace_s` to unwind through KeyboardInterrupt, then ends the process itself with os._exit(130).
+
+    SIGINT is unblocked and given Python's handler first: a process inherits its parent's signal mask
+    and an ignored SIGINT (a test runner's worker, a job runner), and either would make every Ctrl-C
+    vanish. Threads started later (XLA's) inherit the unblocked mask.
     """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
