@@ -4,6 +4,7 @@ outside the component's own module (the central files name no study)."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -70,16 +71,16 @@ def test_the_ground_floor_imports_only_the_ground_floor():
         assert GRAPH[module] <= set(FLOOR), f"{module} imports {GRAPH[module] - set(FLOOR)}"
 
 
-def component_names() -> list[tuple[str, str, str]]:
+@functools.cache
+def component_names() -> tuple[tuple[str, str, str], ...]:
     """(group, option name, the module of its component class) of every task, model and regularizer option."""
     out = []
     for group in ("task", "model", "regularizer"):
         for path in sorted((CONF / group).glob("*.yaml")):
             extra = {"flax": ["model.module._target_=flax.linen.Dense"]}.get(path.stem, [])
-            target = compose_cfg(f"{group}={path.stem}", *extra, tiny=False)[group]._target_
-            out.append((group, compose_cfg(f"{group}={path.stem}", *extra, tiny=False)[group].name,
-                        target.rpartition(".")[0]))
-    return out
+            node = compose_cfg(f"{group}={path.stem}", *extra, tiny=False)[group]
+            out.append((group, node.name, node._target_.rpartition(".")[0]))
+    return tuple(out)
 
 
 @pytest.mark.parametrize("group,name,owner", component_names())
