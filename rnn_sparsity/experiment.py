@@ -226,14 +226,23 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] =
             log.warning("run diverged at step %d", int(state.diverged_step))
             break
     bar.close()
+    finish_probes(state, probes)
+    return FitResult(state, history_frame(rows))
+
+
+def finish_probes(state, probes: Sequence[Probe]) -> None:
+    """Every probe's finish(best effective params, completed), when those parameters are finite."""
     best = jax.tree.map(jnp.multiply, state.best_params, state.mask)
     if all_finite(best):
         for probe in probes:
             probe.finish(best, completed=not bool(state.diverged))
+
+
+def history_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """history.parquet's table from the chunks' rows (records_to_rows)."""
     columns = {k: np.concatenate([r[k] for r in rows]) for k in (*RECORD_FIELDS, "stage")} if rows else \
         {k: [] for k in (*RECORD_FIELDS, "stage")}
-    history = pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
-    return FitResult(state, history)
+    return pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
 
 
 def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -308,8 +317,19 @@ def _run(cfg: DictConfig, parts: Parts, run_dir: Path) -> dict[str, Any]:
     set_precision(cfg.precision)
     parts, trainer, hyper = make_run(cfg, parts)
     check_resources(trainer, cfg, hyper, parts.model.size_keys)
-    probes = [probe for part in parts for probe in part.probes(trainer)]
+    probes = run_probes(parts, trainer)
     result = fit(trainer, jax.random.key(cfg.seed), hyper, probes, progress=cfg.progress)
+    return write_run(cfg, parts, trainer, hyper, result, probes, run_dir, start)
+
+
+def run_probes(parts: Parts, trainer: Trainer) -> list[Probe]:
+    """The probes every component of a run wants."""
+    return [probe for part in parts for probe in part.probes(trainer)]
+
+
+def write_run(cfg: DictConfig, parts: Parts, trainer: Trainer, hyper: dict, result: FitResult,
+              probes: Sequence[Probe], run_dir: Path, start: float) -> dict[str, Any]:
+    """Evaluate a finished fit and write its run directory (DONE last); returns its metrics."""
     metrics, arrays = evaluate(trainer, result.state, hyper)
     for probe in probes:
         metrics.update(probe.metrics())
