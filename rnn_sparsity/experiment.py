@@ -269,7 +269,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     if trainer.batch_size:
         metrics.update(epochs=int(state.step) // trainer.steps_per_epoch, stopped_early=bool(state.stopped))
     if trainer.task.test_inputs is not None:
-        metrics.update({f"test_{k}": float(v) for k, v in jax.jit(trainer.scores, static_argnums=1)(effective, "test").items()})
+        metrics.update({f"test_{k}": float(v) for k, v in trainer.compiled_scores(effective, "test").items()})
     finite = bool(np.all(np.isfinite(outputs)))
     arrays = dict(trainer.task.arrays(outputs)) if finite else {}
     if finite:

@@ -69,9 +69,12 @@ class LossProbe(Probe):
     accuracy for a task with a score (classification): eval_step, eval_<split>_<loss|accuracy>."""
 
     def __init__(self, trainer):
-        self.evaluate = jax.jit(lambda params: {f"{split}_{name}": value for split in ("train", "test")
-                                                for name, value in trainer.scores(params, split).items()})
+        self.scores = trainer.compiled_scores
         self.rows: list[dict[str, float]] = []
+
+    def evaluate(self, params) -> dict:
+        return {f"{split}_{name}": value for split in ("train", "test")
+                for name, value in self.scores(params, split).items()}
 
     def sample(self, step: int, params) -> None:
         if self.rows and self.rows[-1]["step"] == step:
@@ -90,7 +93,7 @@ class WindowMean(Probe):
 
     def __init__(self, trainer, window: Sequence[int], split: str = "test", score: str = "accuracy"):
         self.name, self.window, self.steps_per_epoch = f"window_{split}_{score}", tuple(window), trainer.steps_per_epoch
-        self.evaluate = jax.jit(lambda params: trainer.scores(params, split)[score])
+        self.split, self.score, self.scores = split, score, trainer.compiled_scores
         self.steps: list[int] = []
         self.values: list[float] = []
 
@@ -98,7 +101,7 @@ class WindowMean(Probe):
         if not self.window[0] <= step // self.steps_per_epoch <= self.window[1] or step in self.steps[-1:]:
             return
         self.steps.append(step)
-        self.values.append(float(self.evaluate(params)))
+        self.values.append(float(self.scores(params, self.split)[self.score]))
 
     def metrics(self) -> dict[str, Any]:
         return {self.name: float(np.mean(self.values)) if self.values else None}

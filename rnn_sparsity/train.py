@@ -75,6 +75,8 @@ class Trainer:
         self.steps_per_epoch = self.n_train // self.batch_size if self.batch_size else 1
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
         self.compiled_init, self._init_compiled = jax.jit(self.init), False
+        # scores of one split, compiled once per trainer (every probe and evaluate of its runs share it)
+        self.compiled_scores = jax.jit(self.scores, static_argnums=1)
         self.compiled_begin = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
 
     # ------------------------------------------------------------------ objective
