@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig
 
-from . import artifacts
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError
 from .config import validate
 from .contracts import Probe
-from .experiment import (FitResult, check_resources, finish_probes, history_frame, make_run,
-                         record_failure, run, run_probes, set_precision, static_key, write_run)
+from .experiment import (FitResult, check_resources, finish_probes, history_frame, make_run, prepare_run_dir,
+                         projected, record_failure, run, run_probes, set_precision, static_key, write_run)
 from .train import Trainer, records_to_rows
 
 log = logging.getLogger(__name__)
@@ -70,19 +69,17 @@ class BatchedTrainer:
 
 
 def project_members(trainer: Trainer, state):
-    """The task's projection (task.project) of each running member's parameters, on the host."""
-    project = trainer.task.project
-    if project is None:
+    """The task's projection (experiment.projected) of each running member's parameters, on the host."""
+    if trainer.task.project is None:
         return state
     params = {k: np.array(v) for k, v in state.params.items()}
     changed = False
     for i in np.flatnonzero(np.asarray(state.running)):
-        epoch = int(state.step[i]) // trainer.steps_per_epoch
-        projected = project(epoch, {k: v[i] for k, v in params.items()})
-        if projected is not None:
+        new = projected(trainer, int(state.step[i]), {k: v[i] for k, v in params.items()})
+        if new is not None:
             changed = True
             for k in params:
-                params[k][i] = projected[k]
+                params[k][i] = new[k]
     if not changed:
         return state
     return state._replace(params={k: jnp.asarray(params[k], v.dtype) for k, v in state.params.items()})
@@ -149,7 +146,7 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> lis
         if len(indices) == 1:
             i = indices[0]
             try:
-                outcomes[i] = run(cfgs[i], run_dirs[i])
+                outcomes[i] = run(cfgs[i], run_dirs[i], parts_of[i])
             except Exception as err:  # noqa: BLE001 (recorded by run, reported here)
                 outcomes[i] = err
             continue
@@ -166,9 +163,7 @@ def _run_group(cfgs, run_dirs, parts, outcomes, indices) -> None:
     trainer = built[0][1]
     members = []
     for (p, _, hyper), cfg, run_dir, i in zip(built, cfgs, run_dirs, indices):
-        artifacts.clear_done(run_dir)
-        artifacts.remove_temp_files(run_dir)
-        artifacts.complete_config(run_dir, cfg)
+        prepare_run_dir(run_dir, cfg)
         try:
             check_resources(trainer, cfg, hyper, p.model.size_keys)
         except ConfigError as err:

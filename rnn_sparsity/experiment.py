@@ -153,20 +153,26 @@ class FitResult(NamedTuple):
     history: pd.DataFrame
 
 
+def projected(trainer: Trainer, step: int, params: dict) -> dict | None:
+    """The task's host-side map (task.project) of host parameters at `step` (its epoch), or None when
+    it leaves them as they are (a task without one, or not an epoch it projects at)."""
+    if trainer.task.project is None:
+        return None
+    return trainer.task.project(step // trainer.steps_per_epoch, params)
+
+
 def projection(trainer: Trainer):
-    """`between` for Trainer.chunks: the task's host-side map of the parameters (task.project), given
-    the epoch after each chunk of a running fit; None for a task without one."""
-    project = trainer.task.project
-    if project is None:
+    """`between` for Trainer.chunks: `projected` after each chunk of a running fit; None for a task
+    without a projection."""
+    if trainer.task.project is None:
         return None
 
     def between(state):
-        if not bool(state.running):
+        new = projected(trainer, int(state.step), {k: np.asarray(v) for k, v in state.params.items()}) \
+            if bool(state.running) else None
+        if new is None:
             return state
-        projected = project(int(state.step) // trainer.steps_per_epoch, {k: np.asarray(v) for k, v in state.params.items()})
-        if projected is None:
-            return state
-        return state._replace(params={k: jnp.asarray(projected[k], v.dtype) for k, v in state.params.items()})
+        return state._replace(params={k: jnp.asarray(new[k], v.dtype) for k, v in state.params.items()})
 
     return between
 
@@ -277,17 +283,16 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     return metrics, arrays
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Validate, train, evaluate and write a complete run directory (DONE last). Returns metrics.
+def run(cfg: DictConfig, run_dir: str | Path, parts: Parts | None = None) -> dict[str, Any]:
+    """Validate (unless `parts`, validate's result, is given), train, evaluate and write a complete run
+    directory (DONE last). Returns metrics.
 
     A bad config value raises ConfigError before anything is computed or written. Any other error is
     recorded in metrics.json as status "failed" (so the aggregator lists it) and raised again.
     """
-    parts = validate(cfg)
+    parts = validate(cfg) if parts is None else parts
     run_dir = Path(run_dir)
-    artifacts.clear_done(run_dir)
-    artifacts.remove_temp_files(run_dir)
-    artifacts.complete_config(run_dir, cfg)
+    prepare_run_dir(run_dir, cfg)
     try:
         return _run(cfg, parts, run_dir)
     except ConfigError:
@@ -295,6 +300,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     except Exception as err:
         record_failure(run_dir, err)
         raise
+
+
+def prepare_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+    """Before a run trains: no DONE of an earlier attempt, no temporary files of a killed write, and
+    the run's config record completed with the keys validation filled in."""
+    artifacts.clear_done(run_dir)
+    artifacts.remove_temp_files(run_dir)
+    artifacts.complete_config(run_dir, cfg)
 
 
 def record_failure(run_dir: Path, err: BaseException) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -51,3 +53,22 @@ def build_regularizer(cfg: DictConfig, param_shapes: dict):
 def model_hyper(**values) -> dict:
     """hyper["model"] for a model's init: sparsity s and gain g (0 and 1 unless given)."""
     return {"sparsity": values.get("sparsity", 0.0), "gain": values.get("gain", 1.0)}
+
+
+def mismatches(expected: dict, actual: dict, rtol: float, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Every metric of `expected` (but `ignore`) that `actual` lacks or has otherwise (numbers beyond
+    rtol, relative to the larger magnitude, with an absolute floor of rtol x 1e-3 for values at 0)."""
+    problems = []
+    for key, want in expected.items():
+        if key in ignore:
+            continue
+        if key not in actual:
+            problems.append(f"{key}: missing (was {want!r})")
+            continue
+        got = actual[key]
+        if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+            if not math.isclose(want, got, rel_tol=rtol, abs_tol=rtol * 1e-3):
+                problems.append(f"{key}: {got!r} != {want!r} (rel {abs(got - want) / max(abs(want), 1e-300):.2g})")
+        elif want != got:
+            problems.append(f"{key}: {got!r} != {want!r}")
+    return problems

@@ -5,12 +5,12 @@ float32 runs to 1e-5. The default suite checks one job of the demo; `-m slow` ch
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import mismatches
 from omegaconf import OmegaConf
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -38,23 +38,6 @@ def run_sweep(preset: str, overrides: list[str], sweep_dir: Path) -> dict[frozen
 
 def key_of(overrides: list[str]) -> frozenset:
     return frozenset(o for o in overrides if not o.startswith(("sweeps=", "progress=")))
-
-
-def mismatches(expected: dict, actual: dict, rtol: float) -> list[str]:
-    """Every recorded metric that is missing or differs (numbers beyond rtol, relative to the larger
-    magnitude, with an absolute floor of rtol x 1e-3 for values at 0)."""
-    problems = []
-    for key, want in expected.items():
-        if key not in actual:
-            problems.append(f"{key}: missing (was {want!r})")
-            continue
-        got = actual[key]
-        if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
-            if not math.isclose(want, got, rel_tol=rtol, abs_tol=rtol * 1e-3):
-                problems.append(f"{key}: {got!r} != {want!r} (rel {abs(got - want) / max(abs(want), 1e-300):.2g})")
-        elif want != got:
-            problems.append(f"{key}: {got!r} != {want!r}")
-    return problems
 
 
 def check_case(name: str, tmp_path: Path, only: list[str] | None = None) -> None:

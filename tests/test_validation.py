@@ -143,15 +143,16 @@ def test_an_unwritable_failure_record_leaves_the_run_incomplete_and_says_why(tmp
 
 
 def test_ctrl_c_during_compilation_exits_130_without_a_crash(tmp_path):
-    """SIGINT while XLA compiles (Python's handler cannot run then): exit 130 within a few seconds.
-
-    Once in a full cold-cache suite run (2 busy cores) a first SIGINT had no effect at all (neither the
-    KeyboardInterrupt nor the watcher thread fired: the signal never reached Python's handler), so a
-    user's second Ctrl-C is sent when the first has not ended the run within 6 s; it must then end it
-    as cleanly (130, no segfault), and the first signal must do so whenever it arrives."""
-    proc = subprocess.Popen([sys.executable, "-m", "rnn_sparsity", *TINY, "model.n_units=64", "optimizer.lbfgs_steps=3000",
-                             "compilation_cache=off", f"hydra.run.dir={tmp_path}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """SIGINT while XLA compiles (Python's handler cannot run then): exit 130 within a few seconds, from
+    the first signal, also when the parent left SIGINT blocked (the child inherits the mask: this test
+    blocks it around the spawn, as a test worker or job runner can; twice that lost every Ctrl-C)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "rnn_sparsity", *TINY, "model.n_units=64",
+                                 "optimizer.lbfgs_steps=3000", "compilation_cache=off", f"hydra.run.dir={tmp_path}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     for line in proc.stdout:  # Hydra's log (stdout) says when a compile starts
         if "compiling lbfgs" in line:
             break
@@ -161,16 +162,13 @@ def test_ctrl_c_during_compilation_exits_130_without_a_crash(tmp_path):
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     try:
-        out, err = proc.communicate(timeout=6)
-        again = False
+        out, err = proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
-        again = True
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.kill()
+        out, err = proc.communicate()
     assert proc.returncode == 130, f"{status}\n{out}{err}"  # not -11 / 139 (a segfault), not a completed run
-    assert time.perf_counter() - sent < (20 if again else 6)
-    if not again:
-        assert "compiled and ran lbfgs" not in out  # the signal came before that chunk's compile returned
+    assert time.perf_counter() - sent < 10
+    assert "compiled and ran lbfgs" not in out  # the signal came before that chunk's compile returned
     assert "rnn-sparsity: interrupted" in err and "Segmentation" not in err
     assert not (tmp_path / "DONE").exists()
 
