@@ -12,15 +12,16 @@ run while any member runs; a member that does not run leaves no record (its step
 member's probes sample its own parameters (a member that stopped is not sampled again: probes skip a
 step they have seen), and a task's projection maps each running member's parameters.
 
-Status: the training core of the vmap launcher (issue 12), tested member for member against serial
-runs (tests/test_batch.py); not yet wired to `hydra/launcher`. Measured here (2 cores, XLA cache warm,
-figures off): the demo's 16 runs 28-31 s batched against 28 s serial, iris_l1's 10 runs 8.3 s against
-9.5 s: on a CPU the batched chunks cost what the serial ones do, and per-member host work (probe
-calls, one jit per member's probe) is what is left to batch.
+Runs through `hydra/launcher=vmap` (hydra_plugins/rnn_sparsity_vmap), which hands it every job of a
+sweep with its run directory and log file. A group is trained in batches of at most `batch_size` members
+(default `auto_batch_size`: what the memory estimate lets fit); with several devices visible a batch's
+members are sharded across them (`member_sharding`). Tested member for member against serial runs and
+the basic launcher (tests/test_batch.py, tests/test_vmap_launcher.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -29,14 +30,17 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError
 from .config import validate
 from .contracts import Probe
-from .experiment import (FitResult, check_resources, finish_probes, history_frame, make_run, prepare_run_dir,
-                         projected, record_failure, run, run_probes, set_precision, static_key, write_run)
+from .experiment import (FitResult, available_memory, check_resources, finish_probes, history_frame, make_run,
+                         memory_estimate, prepare_run_dir, projected, record_failure, run, run_probes, set_precision,
+                         static_key, write_run)
 from .train import Trainer, records_to_rows
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,7 @@ class BatchedTrainer:
         return self._chunks[index, n_steps]
 
 
-def project_members(trainer: Trainer, state):
+def project_members(trainer: Trainer, state, place=lambda tree: tree):
     """The task's projection (experiment.projected) of each running member's parameters, on the host."""
     if trainer.task.project is None:
         return state
@@ -82,7 +86,7 @@ def project_members(trainer: Trainer, state):
                 params[k][i] = new[k]
     if not changed:
         return state
-    return state._replace(params={k: jnp.asarray(params[k], v.dtype) for k, v in state.params.items()})
+    return state._replace(params=place({k: jnp.asarray(params[k], v.dtype) for k, v in state.params.items()}))
 
 
 def sample_members(state, probes: Sequence[Sequence[Probe]]) -> None:
@@ -95,28 +99,78 @@ def sample_members(state, probes: Sequence[Sequence[Probe]]) -> None:
                 probe.sample(int(steps[i]), mine)
 
 
+class GroupProgress:
+    """One bar for a batch of members: steps of all members, members done and diverged, ETA; with the
+    bar off, one log line per stage."""
+
+    def __init__(self, n_members: int, steps_per_member: int, enabled: bool, what: str):
+        self.bar = tqdm(total=n_members * steps_per_member, disable=not enabled, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, leave=False, desc=what)
+        self.what = what
+
+    def update(self, state, n_steps: int, stage: str) -> None:
+        running, diverged = np.asarray(state.running), np.asarray(state.diverged)
+        self.bar.set_postfix_str(f"{stage}: {int(running.sum())} running, {int((~running).sum())} done, "
+                                 f"{int(diverged.sum())} diverged", refresh=False)
+        self.bar.update(n_steps)
+
+    def stage(self, name: str, state) -> None:
+        if self.bar.disable:
+            log.info("%s: stage %s, %d of %d members run", self.what, name, int(np.asarray(state.running).sum()),
+                     len(np.asarray(state.running)))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def member_sharding(n_members: int):
+    """(sharding, padded size): members split over the visible devices along one mesh axis, padded to a
+    multiple of the device count; (None, n_members) on one device."""
+    devices = jax.devices()
+    if len(devices) < 2 or n_members < 2:
+        return None, n_members
+    mesh = Mesh(np.array(devices), ("members",))
+    return NamedSharding(mesh, PartitionSpec("members")), -(-n_members // len(devices)) * len(devices)
+
+
 def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict],
-              probes: Sequence[Sequence[Probe]]) -> list[FitResult]:
+              probes: Sequence[Sequence[Probe]], progress: bool = False, what: str = "batch") -> list[FitResult]:
     """Train len(keys) members of one static configuration as one program; one FitResult per member,
-    with the state and history a serial `experiment.fit` of that member gives."""
+    with the state and history a serial `experiment.fit` of that member gives.
+
+    With several devices visible (accelerators, or XLA host devices) the members are sharded across
+    them (padded with copies of the last member, whose results are dropped)."""
+    n = len(keys)
+    sharding, padded = member_sharding(n)
+    keys, hypers = list(keys) + [keys[-1]] * (padded - n), list(hypers) + [hypers[-1]] * (padded - n)
+
+    def place(tree):
+        return tree if sharding is None else jax.device_put(tree, sharding)
+
     batched = BatchedTrainer(trainer)
-    hyper = stack(hypers)
-    state = batched.init(jnp.stack(keys), hyper)
-    rows: list[list[dict]] = [[] for _ in keys]
+    hyper = place(stack(hypers))
+    state = batched.init(place(jnp.stack(keys)), hyper)
+    rows: list[list[dict]] = [[] for _ in range(n)]
+    bar = GroupProgress(n, trainer.total_steps(), progress, what)
     sample_members(state, probes)
     for index, stage in enumerate(trainer.stages):
         state = batched.begin[index](state, hyper)
+        bar.stage(stage.name, state)
         for n_steps in trainer.chunk_lengths(index):
-            if not bool(jnp.any(state.running)):
+            if not bool(jnp.any(state.running[:n])):
                 break
             state, records = batched.chunk(index, n_steps)(state, hyper)
-            state = project_members(trainer, state)
+            state = project_members(trainer, state, place)
             records = jax.device_get(records)
-            for i in range(len(keys)):
+            done = 0
+            for i in range(n):
                 chunk = records_to_rows({k: v[i] for k, v in records.items()}, stage.name)
+                done += len(chunk["step"])
                 if len(chunk["step"]):
                     rows[i].append(chunk)
+            bar.update(state, done, stage.name)
             sample_members(state, probes)
+    bar.close()
     results = []
     for i, member_probes in enumerate(probes):
         member_state = member(state, i)
@@ -127,10 +181,47 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
     return results
 
 
-def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> list[dict[str, Any] | BaseException]:
-    """Validate, train and write every run; runs sharing a static configuration train as one program.
-    Returns, per run, its metrics or the error that ended it (a ConfigError before any compute, or
-    the failure recorded in its metrics.json)."""
+MEMORY_FRACTION = 0.8  # of the free memory a batch's estimate may fill when batch_size is not given
+
+
+def auto_batch_size(trainer: Trainer, hyper: dict) -> int:
+    """How many members fit in one program: MEMORY_FRACTION of the free memory over one member's
+    estimate (experiment.memory_estimate); no bound where the free memory is unknown."""
+    available, _ = available_memory()
+    need = max(1, sum(memory_estimate(trainer, hyper).values()))
+    return max(1, int(MEMORY_FRACTION * available) // need) if available is not None else 1 << 30
+
+
+@contextlib.contextmanager
+def logging_to(files: Sequence[Path | None]):
+    """Log records (rnn_sparsity's and JAX's warnings) also go to each of `files` (appended: each
+    member's job log, where Hydra writes its own lines), for the duration of a group."""
+    handlers = []
+    for file in files:
+        if file is None:
+            continue
+        handler = logging.FileHandler(file, mode="a")
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        handlers.append(handler)
+        logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path], batch_size: int | None = None,
+              progress: bool = False, log_files: Sequence[Path | None] | None = None,
+              ) -> list[dict[str, Any] | BaseException]:
+    """Validate, train and write every run; runs sharing a static configuration train as one program,
+    in batches of at most `batch_size` members (None: as many as fit, auto_batch_size).
+    Returns, per run, its metrics or the error that ended it. A config that fails validation, or a
+    member refused by check_resources, fails alone: its error is logged and recorded in its
+    metrics.json (status failed), before any compute."""
+    run_dirs = [Path(d) for d in run_dirs]
+    log_files = list(log_files) if log_files is not None else [None] * len(cfgs)
     outcomes: list[Any] = [None] * len(cfgs)
     groups: dict[str, list[int]] = {}
     parts_of = {}
@@ -138,6 +229,7 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> lis
         try:
             parts_of[i] = validate(cfg)
         except ConfigError as err:
+            refuse(run_dir, log_files[i], err)
             outcomes[i] = err
             continue
         set_precision(cfg.precision)
@@ -145,45 +237,79 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> lis
     for indices in groups.values():
         if len(indices) == 1:
             i = indices[0]
-            try:
-                outcomes[i] = run(cfgs[i], run_dirs[i], parts_of[i])
-            except Exception as err:  # noqa: BLE001 (recorded by run, reported here)
-                outcomes[i] = err
+            with logging_to([log_files[i]]):
+                try:
+                    outcomes[i] = run(cfgs[i], run_dirs[i], parts_of[i])
+                except ConfigError as err:
+                    refuse(run_dirs[i], None, err)
+                    outcomes[i] = err
+                except Exception as err:  # noqa: BLE001 (recorded by run, reported here)
+                    outcomes[i] = err
             continue
-        _run_group([cfgs[i] for i in indices], [Path(run_dirs[i]) for i in indices],
-                   [parts_of[i] for i in indices], outcomes, indices)
+        _run_group([cfgs[i] for i in indices], [run_dirs[i] for i in indices], [parts_of[i] for i in indices],
+                   [log_files[i] for i in indices], outcomes, indices, batch_size, progress)
     return outcomes
 
 
-def _run_group(cfgs, run_dirs, parts, outcomes, indices) -> None:
+def refuse(run_dir: Path, log_file: Path | None, err: ConfigError) -> None:
+    """A job refused before any compute: logged (and in its job log) and recorded as failed."""
+    with logging_to([log_file]):
+        log.error("%s: %s", run_dir, err)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_failure(run_dir, err)
+
+
+def _run_group(cfgs, run_dirs, parts, log_files, outcomes, indices, batch_size, progress) -> None:
     start = time.perf_counter()
     enable_compilation_cache(cfgs[0].compilation_cache)
     set_precision(cfgs[0].precision)
     built = [make_run(cfg, p) for cfg, p in zip(cfgs, parts)]
     trainer = built[0][1]
     members = []
-    for (p, _, hyper), cfg, run_dir, i in zip(built, cfgs, run_dirs, indices):
+    for (p, _, hyper), cfg, run_dir, log_file, i in zip(built, cfgs, run_dirs, log_files, indices):
         prepare_run_dir(run_dir, cfg)
         try:
             check_resources(trainer, cfg, hyper, p.model.size_keys)
         except ConfigError as err:
+            refuse(run_dir, log_file, err)
             outcomes[i] = err
             continue
-        members.append((p, hyper, cfg, run_dir, i, run_probes(p, trainer)))
+        members.append((p, hyper, cfg, run_dir, i, log_file))
     if not members:
         return
-    log.info("training %d runs as one program (%s)", len(members), ", ".join(str(m[3]) for m in members))
+    size = batch_size or auto_batch_size(trainer, members[0][1])
+    batches = [members[k:k + size] for k in range(0, len(members), size)]
+    for number, batch in enumerate(batches, start=1):
+        what = f"{len(batch)} runs as one program" + (f" (batch {number}/{len(batches)})" if len(batches) > 1 else "")
+        with logging_to([m[5] for m in batch]):  # the batch's lines go to each member's job log
+            log.info("training %s: %s", what, ", ".join(str(m[3]) for m in batch))
+            results = _fit_members(trainer, batch, outcomes, progress, what)
+        for m, (member_probes, result) in zip(batch, results or ()):
+            with logging_to([m[5]]):
+                _write_member(trainer, m, member_probes, result, outcomes, start)
+        start = time.perf_counter()
+
+
+def _fit_members(trainer, batch, outcomes, progress, what):
+    """[(probes, FitResult)] per member of one batch, or None when the batch failed (every member
+    records the failure)."""
+    probes = [run_probes(m[0], trainer) for m in batch]
     try:
-        results = fit_batch(trainer, [jax.random.key(m[2].seed) for m in members], [m[1] for m in members],
-                            [m[5] for m in members])
+        results = fit_batch(trainer, [jax.random.key(m[2].seed) for m in batch], [m[1] for m in batch],
+                            probes, progress=progress, what=what)
     except Exception as err:  # noqa: BLE001 (every member records the failure)
-        for m in members:
+        log.error("%s failed: %s: %s", what, type(err).__name__, err)
+        for m in batch:
             record_failure(m[3], err)
             outcomes[m[4]] = err
-        return
-    for (p, hyper, cfg, run_dir, i, probes), result in zip(members, results):
-        try:
-            outcomes[i] = write_run(cfg, p, trainer, hyper, result, probes, run_dir, start)
-        except Exception as err:  # noqa: BLE001
-            record_failure(run_dir, err)
-            outcomes[i] = err
+        return None
+    return list(zip(probes, results))
+
+
+def _write_member(trainer, m, probes, result, outcomes, start) -> None:
+    p, hyper, cfg, run_dir, i, _ = m
+    try:
+        outcomes[i] = write_run(cfg, p, trainer, hyper, result, probes, run_dir, start)
+    except Exception as err:  # noqa: BLE001
+        record_failure(run_dir, err)
+        outcomes[i] = err

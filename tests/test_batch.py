@@ -3,10 +3,8 @@ what serial runs write: the same metrics, history and parameters, member by memb
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
-from helpers import compose_cfg, mismatches
+from helpers import assert_same_run, compose_cfg
 
 from rnn_sparsity import artifacts
 from rnn_sparsity.batch import run_batch
@@ -32,24 +30,9 @@ def test_a_batched_grid_writes_what_serial_runs_write(tmp_path):
     assert all(isinstance(o, dict) for o in outcomes), outcomes
 
     statuses = []
-    for i, (a, b) in enumerate(zip(serial_dirs, batch_dirs)):
-        assert {p.name for p in a.iterdir()} == {p.name for p in b.iterdir()}
-        metrics_a, metrics_b = artifacts.read_metrics(a), artifacts.read_metrics(b)
-        assert metrics_a.keys() == metrics_b.keys()
-        problems = mismatches(metrics_a, metrics_b, 1e-9, ignore=("wall_s",))
-        assert not problems, (overrides[i], problems)
-        pd.testing.assert_frame_equal(artifacts.read_history(a), artifacts.read_history(b), rtol=1e-9)
-        for prefix in ("", "init/", "mask/"):
-            pa, pb = artifacts.read_params(a, prefix), artifacts.read_params(b, prefix)
-            assert pa.keys() == pb.keys()
-            for k in pa:
-                np.testing.assert_allclose(pb[k], pa[k], rtol=1e-9, atol=1e-12)
-        arrays_a, arrays_b = artifacts.read_arrays(a / artifacts.ANALYSIS), artifacts.read_arrays(b / artifacts.ANALYSIS)
-        assert arrays_a.keys() == arrays_b.keys()
-        for k in arrays_a:  # task outputs are stored as float32: equal to one rounding of that
-            rtol = 1e-9 if arrays_a[k].dtype != np.float32 else 2.5e-7
-            np.testing.assert_allclose(arrays_b[k], arrays_a[k], rtol=rtol, atol=1e-12)
-        statuses.append((metrics_a["status"], metrics_a["stages"]))
+    for a, b in zip(serial_dirs, batch_dirs):
+        metrics = assert_same_run(a, b)
+        statuses.append((metrics["status"], metrics["stages"]))
     assert statuses[4][0] == "diverged" and statuses[5] == ("completed", "adam")  # the special members did
     assert {s for s in statuses[:4]} == {("completed", "adam,lbfgs")}                # what they were set up to
 
@@ -60,4 +43,59 @@ def test_a_bad_member_fails_alone(tmp_path):
     outcomes = run_batch([good[0], bad, good[1]], [tmp_path / str(i) for i in range(3)])
     assert isinstance(outcomes[1], ConfigError) and outcomes[1].key == "regularizer.strength"
     assert outcomes[0]["status"] == outcomes[2]["status"] == "completed"
-    assert artifacts.is_done(tmp_path / "0") and artifacts.is_done(tmp_path / "2") and not (tmp_path / "1").exists()
+    assert artifacts.is_done(tmp_path / "0") and artifacts.is_done(tmp_path / "2") and not artifacts.is_done(tmp_path / "1")
+    recorded = artifacts.read_metrics(tmp_path / "1")  # refused before any compute, and recorded
+    assert recorded["status"] == "failed" and "regularizer.strength" in recorded["error"]
+
+
+@pytest.mark.slow  # 6 trainings of the demo's network (~30 s)
+def test_batched_fista_writes_what_serial_fista_writes(tmp_path):
+    """Proximal L1 (the demo's FISTA stage, a backtracking while-loop under vmap), float64."""
+    grid = [(0, 0.0), (1, 0.001), (0, 0.003)]
+    overrides = [["sweeps=demo", "precision=float64", "optimizer.steps=100", "optimizer.lbfgs_steps=100",
+                  "analysis.figures=false", f"seed={seed}", f"regularizer.strength={lam}"] for seed, lam in grid]
+    for i, o in enumerate(overrides):
+        run(compose_cfg(*o, tiny=False), tmp_path / "serial" / str(i))
+    outcomes = run_batch([compose_cfg(*o, tiny=False) for o in overrides], [tmp_path / "batch" / str(i) for i in range(3)])
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    for i in range(3):
+        metrics = assert_same_run(tmp_path / "serial" / str(i), tmp_path / "batch" / str(i))
+        assert metrics["stages"] == "adam,fista"
+    assert artifacts.read_metrics(tmp_path / "serial" / "2")["sparsity"] > 0.05  # the soft threshold made zeros
+
+
+SHARDED = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import jax
+from helpers import compose_cfg, assert_same_run
+from rnn_sparsity.batch import member_sharding, run_batch
+from rnn_sparsity.experiment import run
+root = Path({root!r})
+assert len(jax.devices()) == 2 and member_sharding(3)[1] == 4  # 3 members padded to 2 x 2
+overrides = [["precision=float64", "optimizer=adam", f"seed={{seed}}", f"regularizer.strength={{lam}}"]
+             for seed, lam in ((0, 0.0), (1, 0.1), (2, 0.0))]
+for i, o in enumerate(overrides):
+    run(compose_cfg(*o), root / "serial" / str(i))
+for name, size in (("sharded", None), ("batches_of_2", 2)):
+    dirs = [root / name / str(i) for i in range(3)]
+    outcomes = run_batch([compose_cfg(*o) for o in overrides], dirs, batch_size=size)
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    for i in range(3):
+        assert_same_run(root / "serial" / str(i), dirs[i])
+print("ok")
+"""
+
+
+@pytest.mark.slow  # a fresh process, 9 trainings (~35 s)
+def test_members_sharded_over_two_host_devices_and_split_in_batches(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    code = SHARDED.format(tests=str(Path(__file__).parent), root=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

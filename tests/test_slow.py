@@ -23,6 +23,8 @@ def test_wheel_ships_every_config_and_preset(tmp_path):
     yamls = {str(p.relative_to(ROOT)) for p in (ROOT / "rnn_sparsity" / "conf").rglob("*.yaml")}
     assert yamls and yamls <= shipped
     assert {"rnn_sparsity/conf/sweeps/demo.yaml", "rnn_sparsity/conf/config.yaml", "rnn_sparsity/data/iris.csv"} <= shipped
+    # the vmap launcher, in Hydra's plugin namespace (no hydra_plugins/__init__.py: it is a namespace package)
+    assert "hydra_plugins/rnn_sparsity_vmap/vmap_launcher.py" in shipped and "hydra_plugins/__init__.py" not in shipped
 
 
 @pytest.mark.slow
