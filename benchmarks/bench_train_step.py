@@ -2,8 +2,9 @@
 
     python benchmarks/bench_train_step.py [--quick]
 
-For each configuration (the small learning config and the full seed spec) it times jitted Adam chunks
-and counts FLOPs as 6·B·N²·T per step (forward J·tanh(x): 2BN² per time step; backward: two more
+For each configuration (the small learning config and the full seed spec) it times jitted Adam chunks,
+of one run and of 5 runs (λ ∈ {0, 1e-5, 1e-4, 1e-3, 1e-2}) as one vmapped program (batch.BatchedTrainer,
+what hydra/launcher=vmap runs), and counts FLOPs as 6·B·N²·T per step and run (forward J·tanh(x): 2BN² per time step; backward: two more
 matmuls of the same size), then prints achieved GFLOP/s beside two references measured in the same
 run, interleaved with the steps so machine noise hits both alike:
   - a large square matmul (n=1024) in the same dtype: the machine's matmul rate;
@@ -23,7 +24,10 @@ import jax.numpy as jnp
 from hydra import compose, initialize_config_module
 
 import rnn_sparsity.config  # noqa: F401
+from rnn_sparsity.batch import BatchedTrainer, stack
 from rnn_sparsity.experiment import make_run, set_precision
+
+LAMBDAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)  # the members of the batched program
 
 CONFIGS = {
     "small (N=100, 11 tasks, dt 0.1, float32)": ["model.n_units=100", "task.n_freqs=11", "model.dt=0.1",
@@ -60,29 +64,46 @@ def looped_matmul_gflops(b: int, n: int, dtype, steps: int = 400, repeats: int =
     return 2 * b * n * n * steps / best_time(lambda: f(x), repeats) / 1e9
 
 
-def bench(name: str, overrides: list[str], chunk: int, rounds: int) -> None:
+def chunks(overrides: list[str], chunk: int):
+    """(cfg, trainer, one-run chunk, 5-run batched chunk): each a thunk that runs `chunk` Adam steps."""
     with initialize_config_module(config_module="rnn_sparsity.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, "optimizer=adam", "progress=false"])
-    dtype = set_precision(cfg.precision)
-    _, trainer, hyper = make_run(cfg)
-    state = trainer.compiled_begin[0](trainer.compiled_init(jax.random.key(0), hyper), hyper)
-    step_chunk = trainer.compiled_chunk(0, chunk)
-    jax.block_until_ready(step_chunk(state, hyper))  # compile
+        cfgs = [compose(config_name="config", overrides=[*overrides, "optimizer=adam", "progress=false",
+                                                         f"regularizer.strength={lam}"]) for lam in LAMBDAS]
+    set_precision(cfgs[0].precision)
+    runs = [make_run(cfg) for cfg in cfgs]
+    trainer, hypers = runs[0][1], [hyper for _, _, hyper in runs]
+    state = trainer.compiled_begin[0](trainer.compiled_init(jax.random.key(0), hypers[0]), hypers[0])
+    one = trainer.compiled_chunk(0, chunk)
+    batched, hyper = BatchedTrainer(trainer), stack(hypers)
+    states = batched.begin[0](batched.init(jax.numpy.stack([jax.random.key(i) for i in range(len(hypers))]), hyper),
+                              hyper)
+    many = batched.chunk(0, chunk)
+    jax.block_until_ready((one(state, hypers[0]), many(states, hyper)))  # compile both
+    return cfgs[0], trainer, (lambda: one(state, hypers[0])[1]["loss"]), (lambda: many(states, hyper)[1]["loss"])
 
+
+def bench(name: str, overrides: list[str], chunk: int, rounds: int) -> None:
+    cfg, trainer, one, many = chunks(overrides, chunk)
+    dtype = trainer.dtype
     n, b, t = cfg.model.n_units, trainer.task.inputs.shape[1], trainer.task.inputs.shape[0]
     flops = 6 * b * n * n * t
-    step_rates, peak_rates, shape_rates = [], [], []
-    for _ in range(rounds):  # interleaved so noise affects all three alike
-        step_rates.append(flops * chunk / best_time(lambda: step_chunk(state, hyper)[1]["loss"], 2) / 1e9)
+    one_rates, many_rates, peak_rates, shape_rates = [], [], [], []
+    for _ in range(rounds):  # interleaved so noise affects all alike
+        one_rates.append(flops * chunk / best_time(one, 2) / 1e9)
+        many_rates.append(len(LAMBDAS) * flops * chunk / best_time(many, 2) / 1e9)
         peak_rates.append(matmul_gflops(1024, 1024, 1024, dtype, repeats=5))
         shape_rates.append(looped_matmul_gflops(b, n, dtype))
-    step, peak, shape = (statistics.median(r) for r in (step_rates, peak_rates, shape_rates))
+    step, batch, peak, shape = (statistics.median(r) for r in (one_rates, many_rates, peak_rates, shape_rates))
     print(f"\n{name}")
-    print(f"  steps: {flops / 1e9:.3f} GFLOP per training step (T={t}, B={b}, N={n}); "
-          f"{flops / step / 1e9 * 1e3:.1f} ms per step")
-    print(f"  training step      {step:8.2f} GFLOP/s")
-    print(f"  matmul 1024^3      {peak:8.2f} GFLOP/s   -> training step at {step / peak:6.1%} of it")
-    print(f"  scan of {b}x{n}x{n} matmuls {shape:6.2f} GFLOP/s -> training step at {step / shape:6.1%} of it")
+    print(f"  steps: {flops / 1e9:.3f} GFLOP per training step and run (T={t}, B={b}, N={n}); "
+          f"{flops / step / 1e9 * 1e3:.1f} ms per step of one run, "
+          f"{len(LAMBDAS) * flops / batch / 1e9 * 1e3:.1f} ms per step of {len(LAMBDAS)} runs as one program")
+    print(f"  matmul 1024^3            {peak:8.2f} GFLOP/s")
+    print(f"  scan of {b}x{n}x{n} matmuls {shape:8.2f} GFLOP/s")
+    print(f"  training step, 1 run     {step:8.2f} GFLOP/s  = {step / peak:6.1%} of the matmul, "
+          f"{step / shape:6.1%} of the scan")
+    print(f"  training step, {len(LAMBDAS)} λ runs {batch:8.2f} GFLOP/s  = {batch / peak:6.1%} of the matmul, "
+          f"{batch / shape:6.1%} of the scan ({batch / step:.2f}x one run's rate)")
 
 
 def main() -> None:

@@ -21,8 +21,11 @@ the basic launcher (tests/test_batch.py, tests/test_vmap_launcher.py).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -181,6 +184,52 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
     return results
 
 
+class FigurePool:
+    """Per-run figures drawn in worker processes while the next batch trains: a member's run directory
+    is written at once (metrics, history, params, analysis), its figures and then its DONE follow in a
+    worker (plots.run.draw_figures_then_done); `wait` collects them, recording a run whose figures
+    failed as failed (what a serial run does). Workers are spawned (JAX is not fork-safe) and only
+    when the first figure is asked for."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self.pending: list[tuple[int, Path, concurrent.futures.Future]] = []
+
+    def submitter(self, index: int):
+        """`defer_figures` for experiment.write_run of outcome `index`."""
+        def submit(run_dir: Path) -> None:
+            if self.executor is None:
+                self.executor = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"))
+            from .plots.run import draw_figures_then_done
+
+            self.pending.append((index, run_dir, self.executor.submit(draw_figures_then_done, str(run_dir))))
+
+        return submit
+
+    def wait(self, outcomes: list, log_files: Sequence[Path | None]) -> None:
+        if self.pending:
+            start = time.perf_counter()
+            log.info("waiting for the figures of %d runs", sum(not f.done() for _, _, f in self.pending))
+        for index, run_dir, future in self.pending:
+            try:
+                future.result()
+            except Exception as err:  # noqa: BLE001 (recorded as a serial run records it)
+                with logging_to([log_files[index]]):
+                    log.error("%s: drawing its figures failed: %s: %s", run_dir, type(err).__name__, err)
+                record_failure(run_dir, err)
+                outcomes[index] = err
+        if self.pending:
+            log.info("figures of %d runs drawn (%.1fs waited)", len(self.pending), time.perf_counter() - start)
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+
 MEMORY_FRACTION = 0.8  # of the free memory a batch's estimate may fill when batch_size is not given
 
 
@@ -234,21 +283,31 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path], batch_
             continue
         set_precision(cfg.precision)
         groups.setdefault(static_key(cfg, parts_of[i]), []).append(i)
-    for indices in groups.values():
-        if len(indices) == 1:
-            i = indices[0]
-            with logging_to([log_files[i]]):
-                try:
-                    outcomes[i] = run(cfgs[i], run_dirs[i], parts_of[i])
-                except ConfigError as err:
-                    refuse(run_dirs[i], None, err)
-                    outcomes[i] = err
-                except Exception as err:  # noqa: BLE001 (recorded by run, reported here)
-                    outcomes[i] = err
-            continue
-        _run_group([cfgs[i] for i in indices], [run_dirs[i] for i in indices], [parts_of[i] for i in indices],
-                   [log_files[i] for i in indices], outcomes, indices, batch_size, progress)
+    figures = FigurePool()
+    try:
+        for indices in groups.values():
+            _run_indices(indices, cfgs, run_dirs, parts_of, log_files, outcomes, batch_size, progress, figures)
+        figures.wait(outcomes, log_files)
+    finally:
+        figures.close()
     return outcomes
+
+
+def _run_indices(indices, cfgs, run_dirs, parts_of, log_files, outcomes, batch_size, progress, figures) -> None:
+    """One group of runs sharing a static configuration: a group of one takes the serial path."""
+    if len(indices) == 1:
+        i = indices[0]
+        with logging_to([log_files[i]]):
+            try:
+                outcomes[i] = run(cfgs[i], run_dirs[i], parts_of[i])
+            except ConfigError as err:
+                refuse(run_dirs[i], None, err)
+                outcomes[i] = err
+            except Exception as err:  # noqa: BLE001 (recorded by run, reported here)
+                outcomes[i] = err
+        return
+    _run_group([cfgs[i] for i in indices], [run_dirs[i] for i in indices], [parts_of[i] for i in indices],
+               [log_files[i] for i in indices], outcomes, indices, batch_size, progress, figures)
 
 
 def refuse(run_dir: Path, log_file: Path | None, err: ConfigError) -> None:
@@ -259,22 +318,22 @@ def refuse(run_dir: Path, log_file: Path | None, err: ConfigError) -> None:
     record_failure(run_dir, err)
 
 
-def _run_group(cfgs, run_dirs, parts, log_files, outcomes, indices, batch_size, progress) -> None:
+def _run_group(cfgs, run_dirs, parts, log_files, outcomes, indices, batch_size, progress, figures) -> None:
     start = time.perf_counter()
     enable_compilation_cache(cfgs[0].compilation_cache)
     set_precision(cfgs[0].precision)
     built = [make_run(cfg, p) for cfg, p in zip(cfgs, parts)]
-    trainer = built[0][1]
+    trainer = built[0][1]  # the shared compiled pieces; each member's own view (its task's data) in `built`
     members = []
-    for (p, _, hyper), cfg, run_dir, log_file, i in zip(built, cfgs, run_dirs, log_files, indices):
+    for (p, view, hyper), cfg, run_dir, log_file, i in zip(built, cfgs, run_dirs, log_files, indices):
         prepare_run_dir(run_dir, cfg)
         try:
-            check_resources(trainer, cfg, hyper, p.model.size_keys)
+            check_resources(view, cfg, hyper, p.model.size_keys)
         except ConfigError as err:
             refuse(run_dir, log_file, err)
             outcomes[i] = err
             continue
-        members.append((p, hyper, cfg, run_dir, i, log_file))
+        members.append((p, hyper, cfg, run_dir, i, log_file, view))
     if not members:
         return
     size = batch_size or auto_batch_size(trainer, members[0][1])
@@ -286,14 +345,14 @@ def _run_group(cfgs, run_dirs, parts, log_files, outcomes, indices, batch_size, 
             results = _fit_members(trainer, batch, outcomes, progress, what)
         for m, (member_probes, result) in zip(batch, results or ()):
             with logging_to([m[5]]):
-                _write_member(trainer, m, member_probes, result, outcomes, start)
+                _write_member(m, member_probes, result, outcomes, start, figures)
         start = time.perf_counter()
 
 
 def _fit_members(trainer, batch, outcomes, progress, what):
     """[(probes, FitResult)] per member of one batch, or None when the batch failed (every member
     records the failure)."""
-    probes = [run_probes(m[0], trainer) for m in batch]
+    probes = [run_probes(m[0], m[6]) for m in batch]
     try:
         results = fit_batch(trainer, [jax.random.key(m[2].seed) for m in batch], [m[1] for m in batch],
                             probes, progress=progress, what=what)
@@ -306,10 +365,10 @@ def _fit_members(trainer, batch, outcomes, progress, what):
     return list(zip(probes, results))
 
 
-def _write_member(trainer, m, probes, result, outcomes, start) -> None:
-    p, hyper, cfg, run_dir, i, _ = m
+def _write_member(m, probes, result, outcomes, start, figures: FigurePool) -> None:
+    p, hyper, cfg, run_dir, i, _, view = m
     try:
-        outcomes[i] = write_run(cfg, p, trainer, hyper, result, probes, run_dir, start)
+        outcomes[i] = write_run(cfg, p, view, hyper, result, probes, run_dir, start, figures.submitter(i))
     except Exception as err:  # noqa: BLE001
         record_failure(run_dir, err)
         outcomes[i] = err

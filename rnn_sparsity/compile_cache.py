@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 MAX_BYTES = 2 * 1024**3  # oldest entries are evicted beyond this
-MIN_COMPILE_SECONDS = 0.2  # programs that compile faster than this are not worth a file
+MIN_COMPILE_SECONDS = 0.0  # every program: the many small ones of a run cost more to compile (~30 ms each) than to load
 
 
 def user_cache_dir() -> Path:

@@ -139,6 +139,10 @@ class ModelComponent(Component):
 class TaskComponent(Component):
     group = "task"
     layout: ClassVar[str] = ""  # "sequence" (T, B, n_in) trials | "static" (1, B, n_in) features | ...
+    # keys that change only the values of the Task's data arrays (inputs, targets, test_inputs,
+    # test_targets: a data seed, the noise on the targets), never their shapes nor anything else the Task
+    # holds: runs that differ only in them share a compiled trainer and train as one batch
+    data_keys: ClassVar[tuple[str, ...]] = ()
 
     def build(self, dtype):
         """contracts.Task (reads other groups where its data depend on them, e.g. model.dt)."""

@@ -15,7 +15,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,12 +44,15 @@ def set_precision(precision: str) -> Any:
 
 
 def static_key(cfg: DictConfig, parts: Parts) -> str:
-    """What fixes a trainer's shapes and compilation: the trainer's groups without their traced keys,
-    the precision and the chunk length. Runs with equal keys share a compiled trainer."""
+    """What fixes a trainer's shapes and compilation: the trainer's groups without their traced keys
+    (nor the task's data keys, which change only its data arrays), the precision and the chunk length.
+    Runs with equal keys share a compiled trainer."""
     container = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in TRAINER_GROUPS}
     for group in TRAINER_GROUPS:
         for key in getattr(parts, group).traced:
             container[group].pop(key, None)
+    for key in parts.task.data_keys:
+        container["task"].pop(key, None)
     container.update(precision=cfg.precision, chunk_steps=cfg.analysis.eig_every)
     return json.dumps(container, sort_keys=True)
 
@@ -60,21 +63,28 @@ _trainers: "OrderedDict[str, Trainer]" = OrderedDict()
 def make_run(cfg: DictConfig, parts: Parts | None = None) -> tuple[Parts, Trainer, dict]:
     """(components, trainer, hyper) of a config: the trainer is cached by its static key (so the runs
     of a sweep that share shapes in one process share one compilation), hyper holds the traced values.
+    A cached trainer serves a run whose task has data keys as `trainer.for_run(its own task)`.
     set_precision(cfg.precision) must come first."""
     parts = validate(cfg) if parts is None else parts
     dtype = jnp.float64 if cfg.precision == "float64" else jnp.float32
     key = static_key(cfg, parts)
     if key not in _trainers:
-        _trainers[key] = make_trainer(parts, dtype)
+        trainer = _trainers[key] = make_trainer(parts, dtype)
         while len(_trainers) > CACHED_TRAINERS:
             _trainers.popitem(last=False)
+    else:
+        trainer = _trainers[key]
+        if parts.task.data_keys:
+            trainer = trainer.for_run(parts.task.build(dtype))
     _trainers.move_to_end(key)
-    return parts, _trainers[key], hyper_values(parts, dtype)
+    return parts, trainer, hyper_values(parts, trainer)
 
 
-def hyper_values(parts: Parts, dtype) -> dict[str, dict[str, jax.Array]]:
-    """The traced values, nested by group: {group: {key: scalar of the run's dtype}}."""
-    return {group: part.hyper(dtype) for group, part in parts._asdict().items() if group in TRAINER_GROUPS}
+def hyper_values(parts: Parts, trainer: Trainer) -> dict[str, dict[str, jax.Array]]:
+    """The traced values, nested by group: {group: {key: scalar of the run's dtype}}, and "data": the
+    run's data arrays (trainer.data)."""
+    return {**{group: part.hyper(trainer.dtype) for group, part in parts._asdict().items() if group in TRAINER_GROUPS},
+            "data": trainer.data}
 
 
 GIB = 1024**3
@@ -275,7 +285,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     if trainer.batch_size:
         metrics.update(epochs=int(state.step) // trainer.steps_per_epoch, stopped_early=bool(state.stopped))
     if trainer.task.test_inputs is not None:
-        metrics.update({f"test_{k}": float(v) for k, v in trainer.compiled_scores(effective, "test").items()})
+        metrics.update({f"test_{k}": float(v) for k, v in trainer.score(effective, "test").items()})
     finite = bool(np.all(np.isfinite(outputs)))
     arrays = dict(trainer.task.arrays(outputs)) if finite else {}
     if finite:
@@ -341,8 +351,11 @@ def run_probes(parts: Parts, trainer: Trainer) -> list[Probe]:
 
 
 def write_run(cfg: DictConfig, parts: Parts, trainer: Trainer, hyper: dict, result: FitResult,
-              probes: Sequence[Probe], run_dir: Path, start: float) -> dict[str, Any]:
-    """Evaluate a finished fit and write its run directory (DONE last); returns its metrics."""
+              probes: Sequence[Probe], run_dir: Path, start: float,
+              defer_figures: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Evaluate a finished fit and write its run directory (DONE last); returns its metrics.
+    With `defer_figures`, the figures (when analysis.figures) and DONE are left to
+    `defer_figures(run_dir)`, which must draw them and then write DONE (batch.FigurePool)."""
     metrics, arrays = evaluate(trainer, result.state, hyper)
     for probe in probes:
         metrics.update(probe.metrics())
@@ -357,11 +370,14 @@ def write_run(cfg: DictConfig, parts: Parts, trainer: Trainer, hyper: dict, resu
     if cfg.analysis.enabled:
         artifacts.write_arrays(run_dir / artifacts.ANALYSIS, arrays)
     artifacts.write_metrics(run_dir, metrics)
-    if cfg.analysis.figures:
-        from .plots.run import component_figures, draw_run_figures
+    if cfg.analysis.figures and defer_figures is not None:
+        defer_figures(run_dir)
+    else:
+        if cfg.analysis.figures:
+            from .plots.run import component_figures, draw_run_figures
 
-        draw_run_figures(run_dir, component_figures(parts))
-    artifacts.mark_done(run_dir)
+            draw_run_figures(run_dir, component_figures(parts))
+        artifacts.mark_done(run_dir)
     shown = ("final_loss", "sparsity", "spectral_radius", *(m for part in parts for m in part.summary_metrics))
     log.info("%s %s [%s]: %s (%.1fs)", metrics["status"], run_dir, " ".join(artifacts.read_overrides(run_dir)),
              " ".join(f"{k}={metrics[k]:.4g}" for k in dict.fromkeys(shown) if isinstance(metrics.get(k), (int, float))),

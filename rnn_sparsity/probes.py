@@ -69,7 +69,7 @@ class LossProbe(Probe):
     accuracy for a task with a score (classification): eval_step, eval_<split>_<loss|accuracy>."""
 
     def __init__(self, trainer):
-        self.scores = trainer.compiled_scores
+        self.scores = trainer.score
         self.rows: list[dict[str, float]] = []
 
     def evaluate(self, params) -> dict:
@@ -93,7 +93,7 @@ class WindowMean(Probe):
 
     def __init__(self, trainer, window: Sequence[int], split: str = "test", score: str = "accuracy"):
         self.name, self.window, self.steps_per_epoch = f"window_{split}_{score}", tuple(window), trainer.steps_per_epoch
-        self.split, self.score, self.scores = split, score, trainer.compiled_scores
+        self.split, self.score, self.scores = split, score, trainer.score
         self.steps: list[int] = []
         self.values: list[float] = []
 

@@ -4,7 +4,9 @@ What fixes shapes and compilation (model sizes, task data, step counts, which re
 is closed over; what a sweep varies without changing shapes arrives in `key` and `hyper`, a nested
 dict of traced scalars built from what each component declares traced:
 hyper = {"model": {"sparsity", "gain"}, "regularizer": {"strength", ...}, "optimizer": {"lr", ...},
-"task": {...}}. `Trainer.init` and `Trainer.run_chunk` are pure and jit-able; `chunks()` runs training
+"task": {...}, "data": {"inputs", "targets", ...}}: the task's data arrays are arguments too (`task_data`),
+so runs that differ only in a task's `data_keys` (a data seed, the noise on the targets) share one
+compiled program and train as one batch. `Trainer.init` and `Trainer.run_chunk` are pure and jit-able; `chunks()` runs training
 as jitted chunks of `lax.scan` and yields after each one, so the host (experiment.fit) can record
 history, run the probes, update a progress bar and stop on divergence between chunks, never per step.
 
@@ -15,6 +17,7 @@ other members and `train` stays pure.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
@@ -25,6 +28,12 @@ from .contracts import Model, Regularizer, Task
 from .optimizers import Objective, Stage
 
 RECORD_FIELDS = ("step", "loss", "task_loss", "reg_loss", "grad_norm")
+DATA_FIELDS = ("inputs", "targets", "test_inputs", "test_targets")  # a Task's arrays that are traced arguments
+
+
+def task_data(task: Task, dtype) -> dict[str, jax.Array]:
+    """hyper["data"]: the task's data arrays (those it has) in the run's dtype."""
+    return {name: jnp.asarray(getattr(task, name), dtype) for name in DATA_FIELDS if getattr(task, name) is not None}
 
 
 class TrainState(NamedTuple):
@@ -64,6 +73,10 @@ class Trainer:
     arrays), reshuffled each epoch of n_train // batch_size steps (a last partial batch is dropped);
     then best_params are those at the end of the epoch with the lowest mean batch loss (the epoch
     loss), and with patience > 0 a run stops once `patience` epochs pass without a lower epoch loss.
+
+    The pure pieces read the data from hyper["data"], never from `task`, whose other parts (loss
+    weights, loss, initial_params, ...) are static. `for_run(task)` is the same trainer (sharing every
+    compiled function) holding another run's task: what its host-side code (evaluate, probes) reads.
     """
 
     def __init__(self, model: Model, task: Task, regularizer: Regularizer, stages: list[Stage],
@@ -74,21 +87,30 @@ class Trainer:
         self.n_train = int(task.inputs.shape[1])
         self.steps_per_epoch = self.n_train // self.batch_size if self.batch_size else 1
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
-        self.compiled_init, self._init_compiled = jax.jit(self.init), False
+        self.data = task_data(task, dtype)  # this run's hyper["data"]
+        self.compiled_init, self._compiled = jax.jit(self.init), set()
         # scores of one split, compiled once per trainer (every probe and evaluate of its runs share it)
-        self.compiled_scores = jax.jit(self.scores, static_argnums=1)
+        self.compiled_scores = jax.jit(self.scores, static_argnums=2)
         self.compiled_begin = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
 
-    # ------------------------------------------------------------------ objective
-    def task_loss(self, params, mask, batch=None) -> jax.Array:
-        """The task loss on all training samples, or on the samples `batch` (indices along axis 1)."""
-        return self.losses(params, mask, batch)[0]
+    def for_run(self, task: Task) -> "Trainer":
+        """This trainer, its compiled functions shared, with `task` (same shapes, other data) as its task."""
+        view = copy.copy(self)
+        view.task, view.data = task, task_data(task, self.dtype)
+        return view
 
-    def losses(self, params, mask, batch=None) -> tuple[jax.Array, jax.Array]:
+    # ------------------------------------------------------------------ objective
+    def task_loss(self, params, mask, data=None, batch=None) -> jax.Array:
+        """The task loss on all training samples (of `data`, default this run's), or on the samples
+        `batch` (indices along axis 1)."""
+        return self.losses(params, mask, data, batch)[0]
+
+    def losses(self, params, mask, data=None, batch=None) -> tuple[jax.Array, jax.Array]:
         """(task loss, activity): activity is the `mean_squared_rate` of r = model.rates(x) over the
         loss-weighted steps and samples (0 for a model without rates)."""
-        inputs, targets, weights = (jnp.asarray(a, self.dtype) for a in
-                                    (self.task.inputs, self.task.targets, self.task.loss_weights))
+        data = self.data if data is None else data
+        inputs, targets = data["inputs"], data["targets"]
+        weights = jnp.asarray(self.task.loss_weights, self.dtype)
         if batch is not None:
             inputs, targets = inputs[:, batch], targets[:, batch]
         outputs, states = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
@@ -97,22 +119,25 @@ class Trainer:
             return task, jnp.zeros_like(task)
         return task, mean_squared_rate(self.model.rates(states), weights)
 
-    def scores(self, params, split: str = "train") -> dict[str, jax.Array]:
+    def scores(self, params, data: dict, split: str = "train") -> dict[str, jax.Array]:
         """{"loss": task loss, and "accuracy" for a task with a score} of (effective) params on all the
-        samples of a split: "train" or "test" (the task's held-out data)."""
-        inputs, targets = (self.task.inputs, self.task.targets) if split == "train" else \
-            (self.task.test_inputs, self.task.test_targets)
-        outputs, _ = self.model.apply(params, jnp.asarray(inputs, self.dtype))
-        targets = jnp.asarray(targets, self.dtype)
+        samples of a split of `data`: "train" or "test" (the task's held-out data)."""
+        inputs, targets = (data["inputs"], data["targets"]) if split == "train" else \
+            (data["test_inputs"], data["test_targets"])
+        outputs, _ = self.model.apply(params, inputs)
         out = {"loss": self.task.loss(outputs, targets, jnp.asarray(self.task.loss_weights, self.dtype))}
         if self.task.score is not None:
             out["accuracy"] = self.task.score(outputs, targets)
         return out
 
+    def score(self, params, split: str = "train") -> dict[str, jax.Array]:
+        """`scores` of this run's data, compiled once per trainer."""
+        return self.compiled_scores(params, self.data, split)
+
     def fit_loss(self, params, mask, hyper, batch=None) -> jax.Array:
         """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,
         traced). History's task_loss column records this; metrics.json keeps the two apart."""
-        task, activity = self.losses(params, mask, batch)
+        task, activity = self.losses(params, mask, hyper["data"], batch)
         return task + hyper["regularizer"]["activity"] * activity
 
     def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
@@ -225,10 +250,10 @@ class Trainer:
         `on_compile(stage name, chunk length)`, when given, is called before a chunk that this trainer
         has not compiled yet (so the host can say so: the first compile is the slow part of a run).
         """
-        if on_compile is not None and not self._init_compiled:
+        if on_compile is not None and "init" not in self._compiled:
             on_compile("init", 0)
         state = self.compiled_init(key, hyper)
-        self._init_compiled = True
+        self._compiled.add("init")
         yield -1, state, None
         for index in range(len(self.stages)):
             state = self.compiled_begin[index](state, hyper)

@@ -99,3 +99,28 @@ def test_members_sharded_over_two_host_devices_and_split_in_batches(tmp_path):
     code = SHARDED.format(tests=str(Path(__file__).parent), root=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_runs_differing_only_in_their_data_train_as_one_program_and_write_what_serial_runs_write(tmp_path):
+    """A task's data keys (the rebound study's data seed and target noise) change only its data arrays,
+    which are traced arguments: the runs share one trainer, train as one batch, and each member sees its
+    own data (its initial loss is its own noise floor), as a serial run of it does."""
+    from test_mlp_teacher import STUDENT
+
+    from rnn_sparsity.experiment import make_run, set_precision, static_key
+
+    grid = [["task.noise_std=0.0", "task.data_seed=0"], ["task.noise_std=0.01", "task.data_seed=0"],
+            ["task.noise_std=0.01", "task.data_seed=1"]]
+    overrides = [[*STUDENT, "optimizer.steps=4", "task.n_train=500", "task.n_test=200", *o] for o in grid]
+    cfgs = [compose_cfg(*o, tiny=False) for o in overrides]
+    set_precision("float64")
+    built = [make_run(cfg) for cfg in cfgs]
+    assert len({static_key(cfg, p) for cfg, (p, _, _) in zip(cfgs, built)}) == 1  # one static configuration
+    assert len({id(trainer.compiled_init) for _, trainer, _ in built}) == 1      # one compiled trainer
+    for i, o in enumerate(overrides):
+        run(compose_cfg(*o, tiny=False), tmp_path / "serial" / str(i))
+    outcomes = run_batch(cfgs, [tmp_path / "batch" / str(i) for i in range(len(cfgs))])
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    initial = [assert_same_run(tmp_path / "serial" / str(i), tmp_path / "batch" / str(i))["initial_loss"]
+               for i in range(len(cfgs))]
+    assert initial[0] < 1e-30 and initial[1] == pytest.approx(1e-4, rel=0.2) and initial[2] != initial[1]

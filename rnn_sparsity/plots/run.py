@@ -151,3 +151,15 @@ def draw_run_figures(run_dir: Path | str, figures: dict[str, Callable[[Path], Fi
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))
     return written
+
+
+def draw_figures_then_done(run_dir: str) -> int:
+    """A finished run's figures (those of its own components, `figures_of_run`), then its DONE marker:
+    the last step of a run whose figures are drawn in another process (batch.FigurePool). Returns the
+    number of figures written."""
+    from rnn_sparsity.artifacts import mark_done
+
+    written = draw_run_figures(run_dir)
+    mark_done(Path(run_dir))
+    return len(written)
+

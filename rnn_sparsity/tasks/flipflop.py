@@ -45,6 +45,7 @@ def flipflop_trials(n_trials: int, n_steps: int, n_bits: int, pulse_prob: float,
 class FlipFlop(TaskComponent):
     Config = FlipFlopConfig
     layout = "sequence"
+    data_keys = ("data_seed",)
     summary_metrics = ("bit_accuracy",)
 
     def check(self, parts) -> None:

@@ -46,6 +46,7 @@ def load_iris() -> tuple[np.ndarray, np.ndarray]:
 class Iris(TaskComponent):
     Config = IrisConfig
     layout = "static"
+    data_keys = ("split_seed",)
     summary_metrics = ("test_loss", "test_accuracy", "window_test_accuracy")
 
     def check(self, parts) -> None:

@@ -71,6 +71,7 @@ class MLPTeacher(TaskComponent):
     Config = MLPTeacherConfig
     layout = "static"
     traced = ("init_perturbation",)
+    data_keys = ("noise_std", "data_seed")
     summary_metrics = ("test_loss", *DISTANCES, "raw_distance_rebound")
     unplotted_metrics = tuple(f"{d}_min_epoch" for d in DISTANCES)
 

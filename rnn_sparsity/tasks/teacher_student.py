@@ -58,6 +58,7 @@ def dense_layers(weights: list) -> list[np.ndarray]:
 class TeacherStudent(TaskComponent):
     Config = TeacherStudentConfig
     layout = "static"
+    data_keys = ("noise_std", "data_seed")
     summary_metrics = ("test_loss", "teacher_distance")
 
     def check(self, parts) -> None:
