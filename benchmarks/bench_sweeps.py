@@ -38,7 +38,7 @@ PEER_VENV = ROOT / ".venv-peers"
 MARK = "BENCH_COMPILE_S="
 
 CHILD = f"""
-import atexit, sys
+import atexit, json, sys
 import jax
 from jax._src import dispatch, monitoring
 spent = {{"compile": 0.0, "trace": 0.0}}
@@ -48,7 +48,7 @@ def listen(event, duration, **kwargs):
     elif event in (dispatch.JAXPR_TRACE_EVENT, dispatch.JAXPR_TO_MLIR_MODULE_EVENT):
         spent["trace"] += duration
 monitoring.register_event_duration_secs_listener(listen)
-atexit.register(lambda: print("{MARK}" + repr((spent["compile"], spent["trace"])), file=sys.stderr))
+atexit.register(lambda: print("{MARK}" + json.dumps(spent), file=sys.stderr))
 sys.argv = ["rnn-sparsity", *sys.argv[1:]]
 from rnn_sparsity.cli import main
 main()
@@ -69,7 +69,7 @@ def timed(command: list[str], env: dict | None = None) -> dict:
     out = {"wall": wall, "stdout": proc.stdout}
     for line in proc.stderr.splitlines():
         if line.startswith(MARK):
-            out["compile"], out["trace"] = eval(line[len(MARK):])  # noqa: S307 (our own child's repr)
+            out.update(json.loads(line[len(MARK):]))
     return out
 
 
@@ -103,7 +103,7 @@ def compare(name: str, first: tuple[str, dict], second: tuple[str, dict]) -> Non
     print(f"  -> {a_name} is {b['wall'] / a['wall']:.2f}x faster than {b_name.strip()}", flush=True)
 
 
-def case_iris(work: Path, quick: bool) -> None:
+def case_iris(work: Path) -> None:
     script = PEERS / "iris_l1_torch.py"
     if not script.exists():
         print(f"\niris: skipped ({script} not found; set RNN_SPARSITY_PEERS)")
@@ -147,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp:
         work = Path(tmp)
         if "iris" in cases:
-            case_iris(work, args.quick)
+            case_iris(work)
         if "demo" in cases:
             case_launchers("demo (16 runs)", ["sweeps=demo"], work, "demo")
         if "rebound" in cases:

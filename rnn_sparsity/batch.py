@@ -186,8 +186,8 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
 
 class FigurePool:
     """Per-run figures drawn in worker processes while the next batch trains: a member's run directory
-    is written at once (metrics, history, params, analysis), its figures and then its DONE follow in a
-    worker (plots.run.draw_figures_then_done); `wait` collects them, recording a run whose figures
+    is written at once (metrics, history, params, analysis), its figures (those a serial run draws) and
+    then its DONE follow in a worker (plots.run.draw_then_done); `wait` collects them, recording a run whose figures
     failed as failed (what a serial run does). Workers are spawned (JAX is not fork-safe) and only
     when the first figure is asked for."""
 
@@ -197,14 +197,14 @@ class FigurePool:
         self.pending: list[tuple[int, Path, concurrent.futures.Future]] = []
 
     def submitter(self, index: int):
-        """`defer_figures` for experiment.write_run of outcome `index`."""
-        def submit(run_dir: Path) -> None:
+        """`finish` for experiment.write_run of outcome `index`."""
+        def submit(run_dir: Path, figures: dict) -> None:
             if self.executor is None:
                 self.executor = concurrent.futures.ProcessPoolExecutor(
                     self.workers, mp_context=multiprocessing.get_context("spawn"))
-            from .plots.run import draw_figures_then_done
+            from .plots.run import draw_then_done
 
-            self.pending.append((index, run_dir, self.executor.submit(draw_figures_then_done, str(run_dir))))
+            self.pending.append((index, run_dir, self.executor.submit(draw_then_done, run_dir, figures)))
 
         return submit
 

@@ -352,10 +352,10 @@ def run_probes(parts: Parts, trainer: Trainer) -> list[Probe]:
 
 def write_run(cfg: DictConfig, parts: Parts, trainer: Trainer, hyper: dict, result: FitResult,
               probes: Sequence[Probe], run_dir: Path, start: float,
-              defer_figures: Callable[[Path], None] | None = None) -> dict[str, Any]:
+              finish: Callable[[Path, dict], None] | None = None) -> dict[str, Any]:
     """Evaluate a finished fit and write its run directory (DONE last); returns its metrics.
-    With `defer_figures`, the figures (when analysis.figures) and DONE are left to
-    `defer_figures(run_dir)`, which must draw them and then write DONE (batch.FigurePool)."""
+    `finish(run_dir, figures)` draws the figures and then writes DONE: plots.run.draw_then_done here,
+    by default, or later in a worker (batch.FigurePool)."""
     metrics, arrays = evaluate(trainer, result.state, hyper)
     for probe in probes:
         metrics.update(probe.metrics())
@@ -370,13 +370,11 @@ def write_run(cfg: DictConfig, parts: Parts, trainer: Trainer, hyper: dict, resu
     if cfg.analysis.enabled:
         artifacts.write_arrays(run_dir / artifacts.ANALYSIS, arrays)
     artifacts.write_metrics(run_dir, metrics)
-    if cfg.analysis.figures and defer_figures is not None:
-        defer_figures(run_dir)
-    else:
-        if cfg.analysis.figures:
-            from .plots.run import component_figures, draw_run_figures
+    if cfg.analysis.figures:
+        from .plots.run import component_figures, draw_then_done
 
-            draw_run_figures(run_dir, component_figures(parts))
+        (finish or draw_then_done)(run_dir, component_figures(parts))
+    else:
         artifacts.mark_done(run_dir)
     shown = ("final_loss", "sparsity", "spectral_radius", *(m for part in parts for m in part.summary_metrics))
     log.info("%s %s [%s]: %s (%.1fs)", metrics["status"], run_dir, " ".join(artifacts.read_overrides(run_dir)),

@@ -153,13 +153,13 @@ def draw_run_figures(run_dir: Path | str, figures: dict[str, Callable[[Path], Fi
     return written
 
 
-def draw_figures_then_done(run_dir: str) -> int:
-    """A finished run's figures (those of its own components, `figures_of_run`), then its DONE marker:
-    the last step of a run whose figures are drawn in another process (batch.FigurePool). Returns the
-    number of figures written."""
+def draw_then_done(run_dir: Path | str, figures: dict[str, Callable[[Path], Figure | None]]) -> None:
+    """The last step of every run: its figures (none when analysis.figures is off), then its DONE
+    marker; in the run's process, or in a worker (batch.FigurePool: `figures` are module-level
+    functions, pickled by reference)."""
     from rnn_sparsity.artifacts import mark_done
 
-    written = draw_run_figures(run_dir)
+    if figures:
+        draw_run_figures(run_dir, figures)
     mark_done(Path(run_dir))
-    return len(written)
 
