@@ -128,7 +128,7 @@ def lbfgs_stage(steps: int, memory_size: int = 10) -> Stage:
 
 
 def fista_stage(steps: int) -> Stage:
-    """FISTA on task(θ) + R(θ): the second stage in proximal mode (jaxopt, see proximal.py)."""
+    """FISTA on task(θ) + R(θ): the second stage in proximal mode (see proximal.py)."""
 
     def solver(objective: Objective):
         def prox(params, hyper, eta):
