@@ -137,12 +137,14 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     """The override list of every job of a sweep, in Hydra's job order (job i <-> index i), expanded
-    from its multirun.yaml exactly as the basic sweeper expands it; None for other sweepers."""
+    from its multirun.yaml exactly as the basic sweeper expands it (and the resume sweeper, the default,
+    which expands it the same way); None for other sweepers."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     hydra_cfg = OmegaConf.load(Path(sweep_dir) / MULTIRUN_FILE).hydra
-    if "basic_sweeper" not in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")):
+    if not any(name in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
+               for name in ("basic_sweeper", "resume_sweeper")):
         return None
     params = hydra_cfg.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}

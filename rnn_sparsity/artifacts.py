@@ -8,8 +8,13 @@
   params.npz         trained (best-loss) parameters under their names; "init/<name>" and "mask/<name>"
   analysis.npz       arrays from analysis (eig_steps, eig_values, final_eigenvalues, task_* ...)
   figures/*.png      per-run figures, drawn from the files above
+  fingerprint        sha256 of the config the run started with (`config_fingerprint`), written first
   DONE               written last: a run directory is complete only when it exists
 ```
+
+A rerun of a sweep into the same directory skips every run that is complete (DONE, status completed
+or diverged) and whose fingerprint equals its job's config now (the resume sweeper,
+hydra_plugins/rnn_sparsity_resume): `is_finished(run_dir, config_fingerprint(cfg))`.
 
 Every file is written to a temporary name in the same directory (`.<name>.<random>.tmp`) and renamed
 into place, so a reader never sees half a file and an interrupted run never looks complete. Files get
@@ -41,6 +46,9 @@ PARAMS = "params.npz"
 ANALYSIS = "analysis.npz"
 FIGURES = "figures"
 DONE = "DONE"
+FINGERPRINT = "fingerprint"
+# top-level keys that do not change a run's results: a change in them does not make a finished run stale
+NOT_RESULTS = ("progress", "compilation_cache", "resume")
 HYDRA_DIR = ".hydra"
 CONFIG = f"{HYDRA_DIR}/config.yaml"  # the composed config
 OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the job's command-line overrides
@@ -167,6 +175,45 @@ def mark_done(run_dir: Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text("")
     return path
+
+
+def config_fingerprint(cfg) -> str:
+    """sha256 of a job's composed config (as the task function gets it, unresolved), without Hydra's own
+    node and the keys in NOT_RESULTS."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else dict(cfg)
+    for key in ("hydra", *NOT_RESULTS):
+        tree.pop(key, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def begin_run(run_dir: Path, fingerprint: str) -> None:
+    """A run starts in `run_dir`: no DONE of an earlier attempt, then the fingerprint of its config."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clear_done(run_dir)
+    with atomic_path(run_dir / FINGERPRINT) as tmp:
+        tmp.write_text(fingerprint + "\n")
+
+
+def read_fingerprint(run_dir: Path) -> str | None:
+    path = Path(run_dir) / FINGERPRINT
+    return path.read_text().strip() if path.exists() else None
+
+
+def is_finished(run_dir: Path, fingerprint: str) -> bool:
+    """Whether a run directory holds the complete result of the config with this fingerprint: DONE,
+    status completed or diverged (a rerun would diverge again), and the same fingerprint."""
+    run_dir = Path(run_dir)
+    if not is_done(run_dir) or read_fingerprint(run_dir) != fingerprint:
+        return False
+    try:
+        return read_metrics(run_dir).get("status") in ("completed", "diverged")
+    except (OSError, ValueError):
+        return False
 
 
 def clear_done(run_dir: Path) -> None:

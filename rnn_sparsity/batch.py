@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from . import artifacts
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError
 from .config import validate
@@ -275,12 +276,14 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path], batch_
     groups: dict[str, list[int]] = {}
     parts_of = {}
     for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
+        fingerprint = artifacts.config_fingerprint(cfg)  # of the config as composed, as run() takes it
         try:
             parts_of[i] = validate(cfg)
         except ConfigError as err:
             refuse(run_dir, log_files[i], err)
             outcomes[i] = err
             continue
+        artifacts.begin_run(run_dir, fingerprint)
         set_precision(cfg.precision)
         groups.setdefault(static_key(cfg, parts_of[i]), []).append(i)
     figures = FigurePool()
@@ -315,6 +318,7 @@ def refuse(run_dir: Path, log_file: Path | None, err: ConfigError) -> None:
     with logging_to([log_file]):
         log.error("%s: %s", run_dir, err)
     run_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.clear_done(run_dir)  # an earlier attempt's completion no longer stands
     record_failure(run_dir, err)
 
 

@@ -34,6 +34,7 @@ class Config:
     precision: str = "float32"  # float32 | float64 (turns on JAX x64 before any array exists)
     progress: bool = True  # progress bar on stderr
     compilation_cache: str = "auto"  # XLA's persistent cache: auto (~/.cache/rnn_sparsity/xla) | off | a folder
+    resume: bool = True  # a sweep rerun into the same directory skips the runs already finished with this config
 
 
 def register_configs() -> None:

@@ -294,14 +294,17 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
 
 
 def run(cfg: DictConfig, run_dir: str | Path, parts: Parts | None = None) -> dict[str, Any]:
-    """Validate (unless `parts`, validate's result, is given), train, evaluate and write a complete run
-    directory (DONE last). Returns metrics.
+    """Validate and begin the run (its fingerprint; unless `parts`, validate's result, is given), train,
+    evaluate and write a complete run directory (DONE last). Returns metrics.
 
     A bad config value raises ConfigError before anything is computed or written. Any other error is
     recorded in metrics.json as status "failed" (so the aggregator lists it) and raised again.
     """
-    parts = validate(cfg) if parts is None else parts
     run_dir = Path(run_dir)
+    if parts is None:  # else the caller validated, and began the run (batch.run_batch)
+        fingerprint = artifacts.config_fingerprint(cfg)  # of the config as composed (validation may add keys)
+        parts = validate(cfg)
+        artifacts.begin_run(run_dir, fingerprint)
     prepare_run_dir(run_dir, cfg)
     try:
         return _run(cfg, parts, run_dir)

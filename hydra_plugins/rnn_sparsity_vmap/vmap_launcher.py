@@ -26,7 +26,7 @@ dataclass there).
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -66,13 +66,18 @@ class VmapLauncher(Launcher):
             hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.launch_indexed(list(enumerate(job_overrides, start=initial_job_idx)))
+
+    def launch_indexed(self, jobs: Sequence[Tuple[int, Sequence[str]]]) -> Sequence[JobReturn]:
+        """Launch jobs with the given numbers (the resume sweeper's, which leaves finished ones out):
+        all of them are grouped together, whatever the gaps between their numbers."""
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs as vmapped groups")
+        log.info(f"Launching {len(jobs)} jobs as vmapped groups")
         returns, cfgs, run_dirs, log_files = [], [], [], []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        for idx, overrides in jobs:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             sweep_config = self.hydra_context.config_loader.take(self.config, list(overrides))
             with open_dict(sweep_config):

@@ -1,0 +1,83 @@
+"""A sweep rerun into its own directory skips the runs finished with the same config (the default
+sweeper, hydra_plugins/rnn_sparsity_resume), with the basic and the vmap launcher."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TINY
+
+from rnn_sparsity import artifacts
+
+GRID = ["optimizer=adam", "optimizer.steps=30", "seed=0,1", "regularizer.strength=0,0.001"]
+
+
+def sweep(sweep_dir: Path, *overrides: str, launcher: str = "basic") -> str:
+    proc = subprocess.run([sys.executable, "-m", "rnn_sparsity", "-m", *TINY, *GRID, *overrides,
+                           f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}"],
+                          cwd=sweep_dir.parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a run directory: (mtime in ns, content)."""
+    return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def strength_of(run_dir: Path) -> float:
+    return float(next(o for o in artifacts.read_overrides(run_dir) if o.startswith("regularizer.strength=")).split("=")[1])
+
+
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("vmap", marks=pytest.mark.slow)])  # 5 sweeps each (~1 min)
+def test_a_rerun_runs_only_the_unfinished_and_the_changed_jobs(tmp_path, launcher):
+    root = tmp_path / "multirun"
+    log = sweep(root, launcher=launcher)
+    assert "resume: 0 of 4 jobs" in log
+    runs = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert len(runs) == 4 and all(artifacts.is_done(r) for r in runs)
+    before = {r.name: snapshot(r) for r in runs}
+
+    # one run lost its DONE (killed before the end): only it runs again, the others are not touched
+    (runs[1] / artifacts.DONE).unlink()
+    metrics_1 = artifacts.read_metrics(runs[1])
+    log = sweep(root, launcher=launcher)
+    assert "resume: 3 of 4 jobs already finished with the same config" in log and "3 to run" not in log
+    assert "1 to run" in log
+    for r in runs:
+        if r.name != "1":
+            assert snapshot(r) == before[r.name], f"run {r.name} was touched"
+    assert artifacts.is_done(runs[1])
+    after_1 = artifacts.read_metrics(runs[1])
+    assert after_1["final_loss"] == pytest.approx(metrics_1["final_loss"], rel=1e-6)
+
+    # a changed grid: the jobs whose config changed run (here λ = 1e-3 becomes 3e-3), the others are skipped
+    unchanged = {r.name: snapshot(r) for r in runs if strength_of(r) == 0}
+    log = sweep(root, "regularizer.strength=0,0.003", launcher=launcher)
+    assert "resume: 2 of 4 jobs" in log and "2 to run" in log
+    for name, files in unchanged.items():
+        assert snapshot(root / name) == files
+    changed = [r for r in runs if r.name not in unchanged]
+    assert all(strength_of(r) == 0.003 and artifacts.is_done(r) for r in changed)
+
+    # a key that does not change results does not make a run stale; resume=false reruns every job
+    assert "resume: 4 of 4 jobs" in sweep(root, "regularizer.strength=0,0.003", "progress=true", launcher=launcher)
+    log = sweep(root, "regularizer.strength=0,0.003", "resume=false", launcher=launcher)
+    assert "resume: 0 of 4 jobs" in log and "4 to run" in log
+    assert all(snapshot(root / name) != files for name, files in unchanged.items())
+
+
+def test_a_failed_run_is_not_finished(tmp_path):
+    run_dir = tmp_path / "0"
+    artifacts.begin_run(run_dir, "abc")
+    artifacts.write_metrics(run_dir, {"status": "failed", "error": "boom"})
+    artifacts.mark_done(run_dir)
+    assert not artifacts.is_finished(run_dir, "abc")
+    artifacts.write_metrics(run_dir, {"status": "completed"})
+    assert artifacts.is_finished(run_dir, "abc") and not artifacts.is_finished(run_dir, "abd")
+    artifacts.begin_run(run_dir, "abd")  # a new attempt: incomplete until it ends
+    assert not artifacts.is_finished(run_dir, "abd") and not artifacts.is_done(run_dir)
