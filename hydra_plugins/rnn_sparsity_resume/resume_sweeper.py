@@ -89,8 +89,8 @@ class ResumeSweeper(BasicSweeper):
                 todo.append((idx, list(overrides)))
         log.info(f"resume: {len(results)} of {len(batch)} jobs already finished with the same config in "
                  f"{self.config.hydra.sweep.dir}, skipped; {len(todo)} to run ({time.perf_counter() - start:.1f} s)")
-        for ret in self._launch(todo):
-            results[int(ret.hydra_cfg.hydra.job.num)] = ret
+        for (idx, _), ret in zip(todo, self._launch(todo)):  # a launcher returns its jobs in their order
+            results[idx] = ret
         for ret in results.values():
             _ = ret.return_value  # a failed job raises its error here, as with the basic sweeper
         return [results[idx] for idx in sorted(results)]
