@@ -8,13 +8,14 @@
   params.npz         trained (best-loss) parameters under their names; "init/<name>" and "mask/<name>"
   analysis.npz       arrays from analysis (eig_steps, eig_values, final_eigenvalues, task_* ...)
   figures/*.png      per-run figures, drawn from the files above
-  fingerprint        sha256 of the config the run started with (`config_fingerprint`), written first
+  fingerprint        sha256 of the config the run started with (`config_fingerprint`), written by
+                     `begin_run` (which clears DONE first) before anything is computed
   DONE               written last: a run directory is complete only when it exists
 ```
 
 A rerun of a sweep into the same directory skips every run that is complete (DONE, status completed
 or diverged) and whose fingerprint equals its job's config now (the resume sweeper,
-hydra_plugins/rnn_sparsity_resume): `is_finished(run_dir, config_fingerprint(cfg))`.
+hydra_plugins/rnn_sparsity_resume): `finished_metrics(run_dir, config_fingerprint(cfg))`.
 
 Every file is written to a temporary name in the same directory (`.<name>.<random>.tmp`) and renamed
 into place, so a reader never sees half a file and an interrupted run never looks complete. Files get
@@ -184,7 +185,7 @@ def config_fingerprint(cfg) -> str:
 
     from omegaconf import OmegaConf
 
-    tree = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else dict(cfg)
+    tree = OmegaConf.to_container(cfg, resolve=False)
     for key in ("hydra", *NOT_RESULTS):
         tree.pop(key, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
@@ -204,16 +205,18 @@ def read_fingerprint(run_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def is_finished(run_dir: Path, fingerprint: str) -> bool:
-    """Whether a run directory holds the complete result of the config with this fingerprint: DONE,
-    status completed or diverged (a rerun would diverge again), and the same fingerprint."""
+def finished_metrics(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The metrics of a run directory that holds the complete result of the config with this
+    fingerprint (DONE, the same fingerprint, status completed or diverged: a rerun would diverge
+    again); None for any other."""
     run_dir = Path(run_dir)
     if not is_done(run_dir) or read_fingerprint(run_dir) != fingerprint:
-        return False
+        return None
     try:
-        return read_metrics(run_dir).get("status") in ("completed", "diverged")
+        metrics = read_metrics(run_dir)
     except (OSError, ValueError):
-        return False
+        return None
+    return metrics if metrics.get("status") in ("completed", "diverged") else None
 
 
 def clear_done(run_dir: Path) -> None:

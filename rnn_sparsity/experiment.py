@@ -316,9 +316,9 @@ def run(cfg: DictConfig, run_dir: str | Path, parts: Parts | None = None) -> dic
 
 
 def prepare_run_dir(run_dir: Path, cfg: DictConfig) -> None:
-    """Before a run trains: no DONE of an earlier attempt, no temporary files of a killed write, and
-    the run's config record completed with the keys validation filled in."""
-    artifacts.clear_done(run_dir)
+    """Before a begun run (artifacts.begin_run: no DONE of an earlier attempt, its fingerprint) trains:
+    no temporary files of a killed write, and the run's config record completed with the keys
+    validation filled in."""
     artifacts.remove_temp_files(run_dir)
     artifacts.complete_config(run_dir, cfg)
 
@@ -328,7 +328,7 @@ def record_failure(run_dir: Path, err: BaseException) -> None:
     metrics.json that says completed is left behind (the run then reads as incomplete) and stderr
     says why; the original error is raised by the caller either way."""
     reason = f"{type(err).__name__}: {err}"
-    try:  # DONE cannot exist here: run() cleared it and _run writes it last
+    try:  # DONE cannot exist here: begin_run cleared it and _run writes it last
         artifacts.write_metrics(run_dir, {"status": "failed", "error": reason})
     except Exception as write_error:  # noqa: BLE001 (reported, then the run's own error is raised)
         with contextlib.suppress(OSError):

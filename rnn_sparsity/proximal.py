@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from optax.tree_utils import tree_vdot
 
 DECREASE = 0.5  # η ← η · DECREASE while the sufficient decrease condition fails
 RESET_BELOW = 1e-6  # a step size this small restarts from 1 at the next iteration (as jaxopt does)
@@ -27,10 +28,6 @@ class FistaState(NamedTuple):
     velocity: Any  # the extrapolated point y where the next gradient is taken
     t: jax.Array  # FISTA's momentum sequence t_k
     stepsize: jax.Array  # η to try first at the next iteration
-
-
-def _vdot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def fista(smooth: Callable[[Any], Any], prox: Callable[[Any, Any, Any], Any], max_backtracking: int = 15):
@@ -55,7 +52,7 @@ def fista(smooth: Callable[[Any], Any], prox: Callable[[Any, Any, Any], Any], ma
             halvings, eta, candidate, _ = carry
             diff = jax.tree.map(jnp.subtract, candidate, y)
             # f(x) <= f(y) + <∇f(y), x - y> + ||x - y||² / (2η), multiplied by η for numerical stability
-            decreased = eta * (smooth(candidate) - y_value) <= eta * _vdot(diff, y_grad) + 0.5 * _vdot(diff, diff) + eps
+            decreased = eta * (smooth(candidate) - y_value) <= eta * tree_vdot(diff, y_grad) + 0.5 * tree_vdot(diff, diff) + eps
             smaller = eta * DECREASE
             eta = jnp.where(decreased, eta, smaller)
             retry = prox_grad(y, y_grad, smaller, prox_hyper)

@@ -71,34 +71,18 @@ def test_a_rerun_runs_only_the_unfinished_and_the_changed_jobs(tmp_path, launche
     assert all(snapshot(root / name) != files for name, files in unchanged.items())
 
 
-def test_a_failed_run_is_not_finished(tmp_path):
+def test_only_a_completed_or_diverged_run_with_the_same_fingerprint_is_finished(tmp_path):
     run_dir = tmp_path / "0"
     artifacts.begin_run(run_dir, "abc")
-    artifacts.write_metrics(run_dir, {"status": "failed", "error": "boom"})
+    artifacts.write_metrics(run_dir, {"status": "completed", "final_loss": 0.5})
+    assert artifacts.finished_metrics(run_dir, "abc") is None  # no DONE yet
     artifacts.mark_done(run_dir)
-    assert not artifacts.is_finished(run_dir, "abc")
+    assert artifacts.finished_metrics(run_dir, "abc")["final_loss"] == 0.5
+    assert artifacts.finished_metrics(run_dir, "abd") is None  # another config
+    artifacts.write_metrics(run_dir, {"status": "diverged", "final_loss": None})
+    assert artifacts.finished_metrics(run_dir, "abc") == {"status": "diverged", "final_loss": None}
+    artifacts.write_metrics(run_dir, {"status": "failed", "error": "boom"})
+    assert artifacts.finished_metrics(run_dir, "abc") is None
     artifacts.write_metrics(run_dir, {"status": "completed"})
-    assert artifacts.is_finished(run_dir, "abc") and not artifacts.is_finished(run_dir, "abd")
     artifacts.begin_run(run_dir, "abd")  # a new attempt: incomplete until it ends
-    assert not artifacts.is_finished(run_dir, "abd") and not artifacts.is_done(run_dir)
-
-
-@pytest.mark.slow  # joblib's worker processes (~1 min)
-def test_another_launcher_gets_each_run_of_consecutive_jobs(tmp_path):
-    """Jobs 1 and 3 unfinished: the joblib launcher is given job 1 and job 3 as two launches, each
-    under its own number; 0 and 2 are not touched."""
-    root = tmp_path / "multirun"
-    joblib = ["hydra.launcher.n_jobs=2"]
-    sweep(root, *joblib, launcher="joblib")
-    runs = {int(p.name): p for p in root.iterdir() if p.name.isdigit()}
-    before = {i: snapshot(runs[i]) for i in (0, 2)}
-    lost = {i: artifacts.read_metrics(runs[i])["final_loss"] for i in (1, 3)}
-    for i in lost:
-        (runs[i] / artifacts.DONE).unlink()
-    log = sweep(root, *joblib, launcher="joblib")
-    assert "resume: 2 of 4 jobs" in log and "2 to run" in log
-    assert all(snapshot(runs[i]) == before[i] for i in before)
-    for i, loss in lost.items():
-        assert artifacts.is_done(runs[i])
-        assert artifacts.read_metrics(runs[i])["final_loss"] == pytest.approx(loss, rel=1e-6)
-        assert artifacts.read_job_number(runs[i]) == i
+    assert not artifacts.is_done(run_dir) and artifacts.finished_metrics(run_dir, "abd") is None

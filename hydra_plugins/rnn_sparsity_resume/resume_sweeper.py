@@ -19,6 +19,7 @@ Like the vmap launcher, this module imports neither JAX nor rnn_sparsity at impo
 
 
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ class ResumeSweeper(BasicSweeper):
         return returns
 
     def _sweep_batch(self, batch: Sequence[Sequence[str]], first: int) -> List[JobReturn]:
-        from rnn_sparsity.artifacts import config_fingerprint, is_finished, read_metrics
+        from rnn_sparsity.artifacts import config_fingerprint, finished_metrics
 
         start = time.perf_counter()
         results: Dict[int, JobReturn] = {}
@@ -77,12 +78,13 @@ class ResumeSweeper(BasicSweeper):
                 composed.hydra.job.id = idx
                 composed.hydra.job.num = idx
             run_dir = Path(str(OmegaConf.select(composed, "hydra.sweep.dir"))) / str(OmegaConf.select(composed, "hydra.sweep.subdir"))
-            if composed.get("resume", True) and is_finished(run_dir, config_fingerprint(composed)):
+            finished = finished_metrics(run_dir, config_fingerprint(composed)) if composed.get("resume", True) else None
+            if finished is not None:
                 take = getattr(self.hydra_context.config_loader, "take", None)
                 if take is not None:  # not launched: the kept composition is dropped
                     take(self.config, list(overrides))
                 ret = JobReturn(overrides=list(overrides), working_dir=str(run_dir), status=JobStatus.COMPLETED,
-                                _return_value=read_metrics(run_dir).get("final_loss"))
+                                _return_value=finished.get("final_loss"))
                 ret.task_name = str(composed.hydra.job.name)
                 results[idx] = ret
             else:
@@ -102,11 +104,8 @@ class ResumeSweeper(BasicSweeper):
         if launch_indexed is not None:
             return list(launch_indexed(todo))
         rets: List[JobReturn] = []
-        run: list = []
-        for idx, overrides in todo + [(None, None)]:  # each run of consecutive numbers as one launch
-            if run and (idx is None or idx != run[-1][0] + 1):
-                rets.extend(self.launcher.launch([o for _, o in run], initial_job_idx=run[0][0]))
-                run = []
-            if idx is not None:
-                run.append((idx, overrides))
+        # each run of consecutive numbers as one launch: along a run, number - position is constant
+        for _, run in itertools.groupby(enumerate(todo), key=lambda pair: pair[1][0] - pair[0]):
+            jobs = [job for _, job in run]
+            rets.extend(self.launcher.launch([overrides for _, overrides in jobs], initial_job_idx=jobs[0][0]))
         return rets
