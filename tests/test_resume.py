@@ -86,3 +86,24 @@ def test_only_a_completed_or_diverged_run_with_the_same_fingerprint_is_finished(
     artifacts.write_metrics(run_dir, {"status": "completed"})
     artifacts.begin_run(run_dir, "abd")  # a new attempt: incomplete until it ends
     assert not artifacts.is_done(run_dir) and artifacts.finished_metrics(run_dir, "abd") is None
+
+
+@pytest.mark.slow  # joblib's worker processes (~1 min)
+def test_another_launcher_gets_each_run_of_consecutive_jobs(tmp_path):
+    """Jobs 1 and 3 unfinished: the joblib launcher is given job 1 and job 3 as two launches, each
+    under its own number; 0 and 2 are not touched."""
+    root = tmp_path / "multirun"
+    joblib = ["hydra.launcher.n_jobs=2"]
+    sweep(root, *joblib, launcher="joblib")
+    runs = {int(p.name): p for p in root.iterdir() if p.name.isdigit()}
+    before = {i: snapshot(runs[i]) for i in (0, 2)}
+    lost = {i: artifacts.read_metrics(runs[i])["final_loss"] for i in (1, 3)}
+    for i in lost:
+        (runs[i] / artifacts.DONE).unlink()
+    log = sweep(root, *joblib, launcher="joblib")
+    assert "resume: 2 of 4 jobs" in log and "2 to run" in log
+    assert all(snapshot(runs[i]) == before[i] for i in before)
+    for i, loss in lost.items():
+        assert artifacts.is_done(runs[i])
+        assert artifacts.read_metrics(runs[i])["final_loss"] == pytest.approx(loss, rel=1e-6)
+        assert artifacts.read_job_number(runs[i]) == i
