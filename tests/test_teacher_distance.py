@@ -182,4 +182,188 @@ def test_generic_params_are_returned_unchanged():
 
 def test_simple_ratios_are_the_22_signed_fractions_up_to_4():
     assert len(td.SIMPLE_RATIOS) == 22 and {0.25, 2 / 3, 1.0, 4.0, -0.75} <= set(td.SIMPLE_RATIOS)
-    assert td._ratio_clashes(np.array([1.0, 1.5, 2.2]), 1e-3) == [(0, 1)]  # 1.5 = 3/2; 2.2 = 11/5 is not simple
+    # pairs (0, 1), (0, 2), (1, 2): 1.5 = 3/2 clashes; 2.2 = 11/5 and 2.2/1.5 = 22/15 are not simple
+    assert td._ratio_clashes(np.array([[1.0], [1.5], [2.2]]), 1e-3)[:, 0].tolist() == [True, False, False]
+
+
+# ------------------------------------------------------------------------------ make_generic against the original
+# column-by-column implementation, kept here as the reference it must match bit for bit
+
+def reference_ratio_clashes(column, min_gap):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = column[None, :] / column[:, None]  # [j, j'] = w_j' / w_j
+    near = np.abs(ratio[..., None] / td.SIMPLE_RATIOS - 1.0) < min_gap
+    j, k = np.nonzero(np.triu(np.any(near, axis=-1), 1))
+    return list(zip(j.tolist(), k.tolist()))
+
+
+def reference_separate_biases(b, min_gap):
+    order = np.argsort(np.abs(b), kind="stable")
+    magnitudes = np.abs(b[order])
+    step = min_gap * (1 + 1e-9)
+    for i in range(len(magnitudes)):
+        magnitudes[i] = max(magnitudes[i], magnitudes[i - 1] + step if i else min_gap)
+    out = b.copy()
+    out[order] = np.where(b[order] < 0, -1.0, 1.0) * magnitudes
+    return out
+
+
+def reference_nudge_weights(W, min_gap):
+    W = np.where(np.abs(W) < min_gap, np.where(W < 0, -min_gap, min_gap), W)
+    changed = False
+    for k in range(W.shape[1]):
+        clashes = reference_ratio_clashes(W[:, k], min_gap)
+        if clashes:
+            W[clashes[0][1], k] *= 1.0 + 3.0 * min_gap
+            changed = True
+    return W, changed
+
+
+def reference_make_generic(params, min_gap=1e-3, max_passes=10_000):
+    out = {}
+    for name, value in params.items():
+        v = np.array(value, dtype=np.float64)
+        if v.ndim == 1:
+            v = reference_separate_biases(v, min_gap)
+        elif v.ndim == 2:
+            for _ in range(max_passes):
+                v, changed = reference_nudge_weights(v, min_gap)
+                if not changed:
+                    break
+            else:
+                raise RuntimeError(f"make_generic: {name} still has simple weight ratios after {max_passes} passes")
+        else:
+            v = np.where(np.abs(v) < min_gap, np.where(v < 0, -min_gap, min_gap), v)
+        out[name] = v
+    return out
+
+
+def reference_is_generic(params, min_gap=1e-3):
+    for value in params.values():
+        v = np.asarray(value, float)
+        if np.any(np.abs(v) < min_gap):
+            return False
+        if v.ndim == 1 and not np.all(np.diff(np.sort(np.abs(v))) >= min_gap):
+            return False
+        if v.ndim == 2 and any(reference_ratio_clashes(v[:, k], min_gap) for k in range(v.shape[1])):
+            return False
+    return True
+
+
+def glorot_mlp(rng, sizes=SIZES, dtype=np.float64):
+    params = {}
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        params[f"W{l}"] = (rng.normal(size=(n_out, n_in)) * np.sqrt(2 / (n_in + n_out))).astype(dtype)
+        params[f"b{l}"] = (0.1 * rng.normal(size=n_out)).astype(dtype)
+    return params
+
+
+def plant_clashes(params, rng, count):
+    """Params with `count` flaws planted: weights set to exact ±p/q multiples of another weight of their
+    column (or to 0, or below δ), biases set to 0 or to ± another bias of the layer."""
+    params = {k: np.array(v) for k, v in params.items()}
+    weights = [k for k in params if k.startswith("W") and params[k].shape[0] > 1]
+    biases = [k for k in params if k.startswith("b") and params[k].size > 1]
+    for _ in range(count):
+        kind = rng.integers(6)
+        if kind < 4:
+            W = params[weights[rng.integers(len(weights))]]
+            j, jp = rng.choice(W.shape[0], 2, replace=False)
+            k = rng.integers(W.shape[1])
+            if kind < 2:
+                W[jp, k] = W[j, k] * rng.choice(td.SIMPLE_RATIOS)
+            elif kind == 2:
+                W[jp, k] = W[j, k] * rng.choice(td.SIMPLE_RATIOS) * (1 + rng.uniform(-2e-3, 2e-3))  # near it
+            else:
+                W[jp, k] = rng.choice([0.0, 1e-5, -3e-4, 1e-3, -1e-3])
+        else:
+            b = params[biases[rng.integers(len(biases))]]
+            j, jp = rng.choice(b.size, 2, replace=False)
+            b[jp] = rng.choice([0.0, 1.0, -1.0, 1.0005]) * b[j] if kind == 4 else rng.choice([0.0, 2e-4, -1e-3])
+    return params
+
+
+def assert_matches_reference(params, **kwargs):
+    new, old = td.make_generic(params, **kwargs), reference_make_generic(params, **kwargs)
+    assert list(new) == list(old)
+    for k in old:
+        assert new[k].dtype == old[k].dtype == np.float64, k
+        assert np.array_equal(new[k], old[k]), k
+    assert td.is_generic(new, kwargs.get("min_gap", 1e-3))
+    return new
+
+
+def test_ratio_clashes_match_the_reference_on_the_band_edges():
+    # ratios at r(1 ± δ) and up to two ulps either side, for every simple r, and the ratios that are not numbers
+    rng = np.random.default_rng(24)
+    gaps = [1e-9, 1e-3, 2 ** -10, 1 / 96, 0.06, 0.3, 1.0, 2.5, 1e308, *10 ** rng.uniform(-8, -1, 6)]
+    for min_gap in gaps:
+        with np.errstate(over="ignore"):  # inf for δ = 1e308
+            x = np.ravel(td.SIMPLE_RATIOS[:, None] * (1 + np.array([-min_gap, min_gap])))
+        x = np.concatenate([x + k * np.spacing(x) for k in range(-2, 3)] + [
+            td.SIMPLE_RATIOS, rng.uniform(-6, 6, 200), [0.0, -0.0, 1e-300, -1e300, 1e308, np.inf, -np.inf, np.nan]])
+        for w in (1.0, -0.37, 3e-3):
+            columns = np.stack([np.full_like(x, w), x * w])  # column k: [w, x_k w]
+            with np.errstate(over="ignore", invalid="ignore"):  # the reference also forms w_j / w_j'
+                expected = [bool(reference_ratio_clashes(columns[:, k], min_gap)) for k in range(x.size)]
+            assert td._ratio_clashes(columns, min_gap)[0].tolist() == expected, (min_gap, w)
+
+
+def test_make_generic_matches_the_reference_on_random_params():
+    rng = np.random.default_rng(20)
+    for _ in range(30):
+        params = glorot_mlp(rng)
+        assert td.is_generic(params) == reference_is_generic(params)
+        fixed = assert_matches_reference(params)
+        noisy = {k: v + 1e-4 * rng.normal(size=v.shape) for k, v in fixed.items()}  # a student one epoch on
+        assert td.is_generic(noisy) == reference_is_generic(noisy)
+        assert_matches_reference(noisy)
+    assert_matches_reference(random_mlp(3))
+
+
+def test_make_generic_matches_the_reference_on_planted_clashes():
+    rng = np.random.default_rng(21)
+    for trial in range(30):
+        params = plant_clashes(glorot_mlp(rng), rng, count=1 + trial)
+        assert td.is_generic(params) == reference_is_generic(params)
+        assert_matches_reference(params)
+    assert_matches_reference(degenerate_params())
+
+
+def test_make_generic_matches_the_reference_for_float32_deeper_nets_and_other_gaps():
+    rng = np.random.default_rng(22)
+    for _ in range(5):
+        single = plant_clashes(glorot_mlp(rng, dtype=np.float32), rng, 10)
+        assert td.is_generic(single) == reference_is_generic(single)
+        assert_matches_reference(single)
+        deeper = plant_clashes(glorot_mlp(rng, sizes=[3, 12, 9, 7, 2]), rng, 10)
+        assert_matches_reference(deeper)
+        for min_gap in (1e-6, 0.01, 0.2, 0.7):  # bands r(1 ± δ) overlap for δ > 1/17
+            assert td.is_generic(deeper, min_gap) == reference_is_generic(deeper, min_gap)
+            assert_matches_reference(deeper, min_gap=min_gap)
+    for shape in [(0, 3), (3, 0), (1, 4), (2, 1), (0, 0)]:  # no pairs, no columns
+        assert_matches_reference({"W": np.ones(shape), "b": np.zeros(shape[0])})
+
+
+def test_make_generic_matches_the_reference_when_many_passes_are_needed():
+    rng = np.random.default_rng(23)
+    W = np.ones((12, 4))  # every pair in a simple ratio: each pass resolves one pair per column
+    W[:, 1] = 2.0 ** np.arange(12)
+    W[:, 2] = rng.choice(td.SIMPLE_RATIOS, 12)
+    W[:, 3] = rng.normal(size=12)  # generic already: done in the first pass
+    params = {"W1": W, "b1": np.zeros(12), "W2": np.ones((1, 12)), "b2": np.zeros(1)}
+    passes = 0
+    v = np.array(W)
+    while True:
+        v, changed = reference_nudge_weights(v, 1e-3)
+        passes += 1
+        if not changed:
+            break
+    assert passes > 20
+    assert_matches_reference(params)
+    for max_passes in (0, 1, passes - 1):  # too few passes: both give up, with the same message
+        with pytest.raises(RuntimeError, match=f"W1 still has simple weight ratios after {max_passes} passes"):
+            td.make_generic(params, max_passes=max_passes)
+        with pytest.raises(RuntimeError, match=f"W1 still has simple weight ratios after {max_passes} passes"):
+            reference_make_generic(params, max_passes=max_passes)
+    assert_matches_reference(params, max_passes=passes)  # exactly enough: the last pass finds no clash

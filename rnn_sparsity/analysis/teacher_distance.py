@@ -23,6 +23,7 @@ enforces the Fefferman–Markel conditions under which the permutation and sign 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Mapping, Sequence
 
@@ -174,14 +175,41 @@ SIMPLE_RATIOS = np.array(sorted({s * p / q for p, q in itertools.product(range(1
                                  for s in (1, -1)}))  # ±p/q, 1 ≤ p, q ≤ 4: 22 values
 
 
-def _ratio_clashes(column: np.ndarray, min_gap: float) -> list[tuple[int, int]]:
-    """Pairs (j, j'), j < j', of a weight column whose ratio w_j'/w_j is within relative min_gap of a
-    simple ratio r: |w_j'/w_j - r| < min_gap·|r|. Zero entries are left to the zero condition."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = column[None, :] / column[:, None]  # [j, j'] = w_j' / w_j
-    near = np.abs(ratio[..., None] / SIMPLE_RATIOS - 1.0) < min_gap
-    j, k = np.nonzero(np.triu(np.any(near, axis=-1), 1))
-    return list(zip(j.tolist(), k.tolist()))
+@functools.lru_cache(maxsize=None)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(j, j', containing) for the pairs j < j' of n entries in the row-major order of np.triu_indices:
+    containing[i] (n - 1 of them) are the indices of the pairs that contain entry i."""
+    j, later = np.triu_indices(n, 1)
+    index = np.zeros((n, n), dtype=int)
+    index[j, later] = index[later, j] = np.arange(len(j))
+    return j, later, index[~np.eye(n, dtype=bool)].reshape(n, max(n - 1, 0))
+
+
+def _near_simple_ratio(numerator: np.ndarray, denominator: np.ndarray, min_gap: float) -> np.ndarray:
+    """Where x = numerator/denominator is within relative min_gap of a simple ratio r: |x - r| < δ|r|,
+    tested as |x/r - 1| < δ. Simple ratios are multiples m/12 with |m| ≤ 48, so that needs 12x within 48δ
+    of an integer (1e-12 more, for rounding): only such x are tested, and only against the two simple
+    ratios next to x, where |x/r - 1| is least (it falls in |r| up to |x| and rises after, as rounded
+    too, and is ≥ 1 for r of the other sign)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = numerator / denominator
+        y = 12.0 * x
+        maybe = np.flatnonzero(~(np.abs(y - np.rint(y)) >= 48.0 * min_gap + 1e-12))
+    near = np.zeros(x.shape, dtype=bool)
+    if maybe.size:
+        x_maybe = x.ravel()[maybe]
+        above = np.minimum(np.searchsorted(SIMPLE_RATIOS, x_maybe), len(SIMPLE_RATIOS) - 1)
+        near.ravel()[maybe] = ((np.abs(x_maybe / SIMPLE_RATIOS[np.maximum(above - 1, 0)] - 1.0) < min_gap)
+                               | (np.abs(x_maybe / SIMPLE_RATIOS[above] - 1.0) < min_gap))
+    return near
+
+
+def _ratio_clashes(W: np.ndarray, min_gap: float) -> np.ndarray:
+    """Mask (pairs, columns) for W (n, k): pair p = (j, j'), j < j', in the order of `_pairs`, clashes in
+    column k when W[j', k] / W[j, k] is within relative min_gap of a simple ratio (`_near_simple_ratio`).
+    Zero entries are left to the zero condition."""
+    j, later, _ = _pairs(W.shape[0])
+    return _near_simple_ratio(W[later], W[j], min_gap)
 
 
 def _bias_gaps_ok(b: np.ndarray, min_gap: float) -> bool:
@@ -206,7 +234,7 @@ def is_generic(params: Mapping, min_gap: float = 1e-3) -> bool:
             return False
         if v.ndim == 1 and not _bias_gaps_ok(v, min_gap):
             return False
-        if v.ndim == 2 and any(_ratio_clashes(v[:, k], min_gap) for k in range(v.shape[1])):
+        if v.ndim == 2 and np.any(_ratio_clashes(v, min_gap)):
             return False
     return True
 
@@ -215,27 +243,33 @@ def _separate_biases(b: np.ndarray, min_gap: float) -> np.ndarray:
     """Biases with magnitudes ≥ δ and δ apart, each moved outward as little as this sweep allows: in
     increasing order of |b|, |b|_(i) ← max(|b|_(i), |b|_(i-1) + δ) with |b|_(-1) = 0; signs kept (0 → +)."""
     order = np.argsort(np.abs(b), kind="stable")
-    magnitudes = np.abs(b[order])
+    magnitudes = np.abs(b[order]).tolist()  # a sequential recurrence: Python floats are the fast way
     step = min_gap * (1 + 1e-9)  # a hair over δ, so that the rounded difference is still ≥ δ
     for i in range(len(magnitudes)):
         magnitudes[i] = max(magnitudes[i], magnitudes[i - 1] + step if i else min_gap)
     out = b.copy()
-    out[order] = np.where(b[order] < 0, -1.0, 1.0) * magnitudes
+    out[order] = np.where(b[order] < 0, -1.0, 1.0) * np.array(magnitudes)
     return out
 
 
-def _nudge_weights(W: np.ndarray, min_gap: float) -> tuple[np.ndarray, bool]:
-    """One pass over W: entries with |w| < δ set to ±δ (0 → +δ); in each column the first clashing pair
-    (j, j') has |W[j', k]| scaled by 1 + 3δ, which takes w_j'/w_j out of the band r(1 ± δ) whichever side
-    it was on, and never shrinks an entry. Returns (W, whether anything changed)."""
+def _nudge_weights(W: np.ndarray, min_gap: float, max_passes: int) -> np.ndarray | None:
+    """W with entries |w| < δ set to ±δ (0 → +δ), then passes until one finds no clash: a pass scales
+    |W[j', k]| by 1 + 3δ for the first clashing pair (j, j') of each column k (least j, then least j'),
+    which takes w_j'/w_j out of the band r(1 ± δ) whichever side it was on, and never shrinks an entry.
+    A pass changes one entry per clashing column, so only the pairs containing it are tested again.
+    None if each of max_passes passes found a clash."""
     W = np.where(np.abs(W) < min_gap, np.where(W < 0, -min_gap, min_gap), W)
-    changed = False
-    for k in range(W.shape[1]):
-        clashes = _ratio_clashes(W[:, k], min_gap)
-        if clashes:
-            W[clashes[0][1], k] *= 1.0 + 3.0 * min_gap
-            changed = True
-    return W, changed
+    j, later, containing = _pairs(W.shape[0])
+    clashes = _ratio_clashes(W, min_gap)
+    for _ in range(max_passes):
+        columns = np.flatnonzero(clashes.any(axis=0))
+        if not columns.size:
+            return W
+        rows = later[clashes[:, columns].argmax(axis=0)]
+        W[rows, columns] *= 1.0 + 3.0 * min_gap
+        pairs, columns = containing[rows], columns[:, None]
+        clashes[pairs, columns] = _near_simple_ratio(W[later[pairs], columns], W[j[pairs], columns], min_gap)
+    return None
 
 
 def make_generic(params: Mapping, min_gap: float = 1e-3, max_passes: int = 10_000) -> dict[str, np.ndarray]:
@@ -254,11 +288,8 @@ def make_generic(params: Mapping, min_gap: float = 1e-3, max_passes: int = 10_00
         if v.ndim == 1:
             v = _separate_biases(v, min_gap)
         elif v.ndim == 2:
-            for _ in range(max_passes):
-                v, changed = _nudge_weights(v, min_gap)
-                if not changed:
-                    break
-            else:
+            v = _nudge_weights(v, min_gap, max_passes)
+            if v is None:
                 raise RuntimeError(f"make_generic: {name} still has simple weight ratios after {max_passes} passes")
         else:
             v = np.where(np.abs(v) < min_gap, np.where(v < 0, -min_gap, min_gap), v)
