@@ -1,4 +1,5 @@
 """`rnn-sparsity-aggregate DIR [DIR ...] [--out OUT]`: run directories -> one tidy table -> files and figures.
+`rnn-sparsity-aggregate --status DIR [DIR ...] [-q]`: what each job of each sweep is doing now, one line each.
 
 A run directory is any folder holding `.hydra/config.yaml`, at any depth below the given folders (Hydra's
 multirun lays them out as multirun/DATE/TIME/N/); folders named `aggregate` (this tool's output) are
@@ -27,22 +28,31 @@ and prints the summary table with the runs that did not complete. What else is w
 metrics summary.csv holds, the runs' components say (components.Component: `summary_metrics`,
 `unplotted_metrics`, `sweep_outputs`), found by the `<group>._target_` of each run's config; for the
 built-in analysis group, for instance, the unstable-eigenvalue tables by λ and s and the spectrum panels.
+
+`--status` reads only what the classes above need (check_run, the overrides, the job numbers, multirun.yaml)
+and writes nothing: per sweep dir (a run outside any sweep is grouped under the DIR that holds it), the
+overrides every job shares, then one line per job (job number, class, final_loss of a finished run, its
+own overrides, the reason) and a count line. A run without DONE is "running or incomplete": a run dir
+does not say whether its process is alive, so one still training and one killed look alike; the age of
+its newest file is shown. Neither JAX nor matplotlib is imported, nor any run's config composed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from collections import Counter
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from rnn_sparsity.artifacts import CONFIG, DAMAGED, check_run, read_job_number, read_overrides
+from rnn_sparsity.artifacts import CONFIG, DAMAGED, check_run, latest_checkpoint, read_job_number, read_overrides
 
 AGGREGATE_DIR = "aggregate"
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, written in the sweep dir when it starts
@@ -128,11 +138,16 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     A damaged run keeps only what could be read (never a config read from a broken file)."""
     check = check_run(run_dir)
     row = {**(read_flat_config(run_dir) if check.damaged_file != CONFIG else {}), **check.metrics}
-    with suppress(Exception):  # overrides.yaml is Hydra's; a broken one only costs the overrides column
-        row["overrides"] = " ".join(read_overrides(run_dir))
-    row.update(run_dir=str(run_dir), status=check.status, problem=check.problem)
-    row.setdefault("overrides", "")
+    row.update(run_dir=str(run_dir), status=check.status, problem=check.problem, overrides=run_overrides(run_dir))
     return row
+
+
+def run_overrides(run_dir: Path) -> str:
+    """The run's overrides joined by spaces; "" when overrides.yaml is absent or broken (it is Hydra's: a
+    broken one only costs the overrides)."""
+    with suppress(Exception):
+        return " ".join(read_overrides(run_dir))
+    return ""
 
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
@@ -296,17 +311,129 @@ def problem_report(runs: pd.DataFrame) -> str:
     lines = []
     for _, run in runs[runs["status"] != "completed"].iterrows():
         reason = run.get("problem") if isinstance(run.get("problem"), str) and run.get("problem") else run.get("error")
-        detail = f"  ({str(reason).splitlines()[0][:160]})" if isinstance(reason, str) and reason else ""
+        detail = f"  ({one_line(reason)})" if isinstance(reason, str) and reason else ""
         job = f"  [{run['overrides']}]" if run["status"] == MISSING else ""
         lines.append(f"  {run['status']:<10}  {run['run_dir']}{job}{detail}")
     return "\n".join(lines)
 
 
-def status_counts(runs: pd.DataFrame) -> str:
-    """"16 runs: 12 completed, 2 diverged, 1 damaged, 1 missing" (classes in STATUS_ORDER)."""
-    counts = Counter(runs["status"])
-    parts = [f"{counts[s]} {s}" for s in (*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))) if counts[s]]
-    return f"{len(runs)} runs: {', '.join(parts)}"
+def one_line(reason: str) -> str:
+    """A reason as one line of a report: its first line, at most 160 characters."""
+    return (reason.splitlines() or [""])[0][:160]
+
+
+def status_counts(statuses: Iterable[str], noun: str = "runs", labels: dict[str, str] | None = None) -> str:
+    """"16 runs: 12 completed, 2 diverged, 1 damaged, 1 missing" (classes in STATUS_ORDER, each named by
+    `labels` where it has an entry)."""
+    counts = Counter(statuses)
+    parts = [f"{counts[s]} {(labels or {}).get(s, s)}"
+             for s in (*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))) if counts[s]]
+    total = sum(counts.values())
+    return f"{total} {noun.removesuffix('s') if total == 1 else noun}: {', '.join(parts)}"
+
+
+# --------------------------------------------------------------------------------------------- status
+# what --status calls a class (in a job's line with dashes: one word): no DONE is all a run dir says of
+# its process, alive or killed
+STATUS_LABELS = {"incomplete": "running or incomplete"}
+FINISHED = ("completed", "diverged")  # the classes whose final_loss is a result
+
+
+class JobState(NamedTuple):
+    """One line of --status: the job's number (None: not known), its run dir relative to its sweep (a
+    missing job's: the one Hydra would have made), class, overrides, final_loss if finished, reason."""
+
+    number: int | None
+    name: str
+    status: str
+    overrides: list[str]
+    final_loss: float | None
+    reason: str
+
+
+def ago(seconds: float) -> str:
+    """12 s, 5 min, 3 h, 2 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
+def last_write(run_dir: Path) -> float:
+    """The last change in a run dir: the newest mtime of the dir, its entries and theirs (.hydra/, a
+    checkpoint's); an atomic write's rename or a removed DONE changes the dir's own."""
+    mtimes = [run_dir.stat().st_mtime]
+    with suppress(OSError):  # a run still writing may rename a file away between listing and stat
+        for entry in run_dir.iterdir():
+            for path in entry.iterdir() if entry.is_dir() else (entry,):
+                mtimes.append(path.stat().st_mtime)
+    return max(mtimes)
+
+
+def job_state(run_dir: Path, root: Path, in_sweep: bool) -> JobState:
+    """A run dir's line of --status, classified by check_run as the table classifies it; a job number
+    only within a sweep (`in_sweep`), where it names the job."""
+    check = check_run(run_dir)
+    reason = check.problem
+    if check.status == "incomplete":
+        reason += f"; newest file written {ago(time.time() - last_write(run_dir))} ago"
+        if latest_checkpoint(run_dir) is not None:
+            reason += "; a rerun resumes from its checkpoint"
+    name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
+    loss = check.metrics.get("final_loss") if check.status in FINISHED else None
+    return JobState(read_job_number(run_dir) if in_sweep else None, name, check.status, run_overrides(run_dir).split(),
+                    loss if isinstance(loss, (int, float)) else None, reason)
+
+
+def sweep_status(paths: Iterable[Path | str]) -> dict[Path, list[JobState]]:
+    """Every job below `paths` by the sweep dir that owns it (a run outside any sweep: by the given path
+    that holds it), in job order: its run dirs (find_run_dirs) and its missing jobs (missing_jobs)."""
+    paths = [Path(path) for path in paths]
+    run_dirs, sweeps = find_run_dirs(paths), sweep_dirs(paths)
+    groups: dict[Path, list[JobState]] = {sweep: [] for sweep in sweeps}
+    for run_dir in run_dirs:
+        sweep = owning_sweep(run_dir, sweeps)
+        root = sweep or next(p.resolve() for p in paths if run_dir.is_relative_to(p.resolve()))
+        groups.setdefault(root, []).append(job_state(run_dir, root, in_sweep=sweep is not None))
+    for row in missing_jobs(paths, run_dirs):  # a missing job's run_dir is <sweep>/<its number>
+        path = Path(row["run_dir"])
+        number = int(path.name) if path.name.isdigit() else None
+        groups[path.parent].append(JobState(number, path.name, row["status"], row["overrides"].split(), None, row["problem"]))
+    return {root: sorted(jobs, key=lambda job: (job.number is None, job.number or 0, job.name))
+            for root, jobs in sorted(groups.items())}
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it, else absolute."""
+    path = Path(path).resolve()
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def status_report(groups: dict[Path, list[JobState]], quiet: bool = False) -> str:
+    """Per sweep: its path, the overrides every job shares, one aligned line per job, then the count line
+    ("multirun/demo: 16 jobs: 12 completed, 1 diverged, ..."); with `quiet` only the count lines."""
+    blocks = []
+    for root, jobs in groups.items():
+        noun = "jobs" if (root / MULTIRUN_FILE).exists() else "runs"
+        counts = f"{shown_path(root)}: {status_counts((job.status for job in jobs), noun, STATUS_LABELS)}"
+        if quiet:
+            blocks.append(counts)
+            continue
+        listed = [job.overrides for job in jobs if job.overrides]
+        shared = [o for o in listed[0] if all(o in others for others in listed[1:])] if len(listed) > 1 else []
+        rows = [("job", "status", "final_loss", "overrides", "")]
+        for job in jobs:
+            name = job.name if job.number is None or job.name == str(job.number) else f"{job.name} (job {job.number})"
+            loss = f"{job.final_loss:.4g}" if job.final_loss is not None else "-"
+            own = " ".join(o for o in job.overrides if o not in shared)
+            label = STATUS_LABELS.get(job.status, job.status).replace(" ", "-")
+            rows.append((name, label, loss, own, one_line(job.reason)))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:<{widths[3]}}  {e}".rstrip()
+                 for a, b, c, d, e in rows]
+        head = [shown_path(root)] + ([f"  every job: {' '.join(shared)}"] if shared else [])
+        blocks.append("\n".join([*head, *lines, counts]))
+    return ("\n" if quiet else "\n\n").join(blocks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,12 +444,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
                         help="folders searched at any depth for run directories (.hydra/config.yaml)")
     parser.add_argument("--out", type=Path, help="output folder (default: <first DIR>/aggregate)")
+    parser.add_argument("--status", action="store_true",
+                        help="only print each job's state (completed, diverged, failed, running or incomplete, "
+                             "damaged, missing) and a count per sweep; writes nothing, draws nothing")
+    parser.add_argument("-q", "--quiet", action="store_true", help="with --status: only the count line of each sweep")
     args = parser.parse_args(argv)
+    if args.status and args.out:
+        parser.error("--status writes nothing: --out does not go with it")
+    if args.quiet and not args.status:
+        parser.error("-q/--quiet goes with --status")
     for directory in args.dirs:
         if not directory.is_dir():
             parser.error(f"{directory} is not a directory")
-        if not find_run_dirs([directory]):
-            parser.error(f"no run directories (folders with {CONFIG}) under {directory}")
+        if not find_run_dirs([directory]) and not (args.status and sweep_dirs([directory])):
+            sweeps = f" or sweep records ({MULTIRUN_FILE})" if args.status else ""
+            parser.error(f"no run directories (folders with {CONFIG}){sweeps} under {directory}")
+    if args.status:
+        print(status_report(sweep_status(args.dirs), quiet=args.quiet))
+        return 0
     out = args.out or args.dirs[0] / AGGREGATE_DIR
     out.mkdir(parents=True, exist_ok=True)
 
@@ -345,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (figures if path.suffix == ".png" and path.parent.name == "figures" else tables).append(path)
 
     n_completed = int((runs["status"] == "completed").sum())
-    print(f"{status_counts(runs)}; swept: {', '.join(keys) or 'nothing'}\n")
+    print(f"{status_counts(runs['status'])}; swept: {', '.join(keys) or 'nothing'}\n")
     shown = [c for c in summary if not c.startswith(("std_", "n_"))]  # summary.csv has std and n as well
     print(summary[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     problems = problem_report(runs)

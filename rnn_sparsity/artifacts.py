@@ -10,6 +10,8 @@
   figures/*.png      per-run figures, drawn from the files above
   fingerprint        sha256 of the config the run started with (`config_fingerprint`), written by
                      `begin_run` (which clears DONE first) before anything is computed
+  checkpoint/        while a run trains: its newest checkpoint (checkpoints.py), removed by `mark_done`
+                     and by a `begin_run` of another config
   DONE               written last: a run directory is complete only when it exists
 ```
 
@@ -29,6 +31,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 import zipfile
 from contextlib import contextmanager, suppress
@@ -48,8 +52,9 @@ ANALYSIS = "analysis.npz"
 FIGURES = "figures"
 DONE = "DONE"
 FINGERPRINT = "fingerprint"
+CHECKPOINT = "checkpoint"
 # top-level keys that do not change a run's results: a change in them does not make a finished run stale
-NOT_RESULTS = ("progress", "compilation_cache", "resume")
+NOT_RESULTS = ("progress", "compilation_cache", "resume", "checkpoint")
 HYDRA_DIR = ".hydra"
 CONFIG = f"{HYDRA_DIR}/config.yaml"  # the composed config
 OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the job's command-line overrides
@@ -172,10 +177,31 @@ def read_params(run_dir: Path, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def mark_done(run_dir: Path) -> Path:
+    """The run is complete: DONE, then its checkpoint (no longer needed) removed."""
     path = Path(run_dir) / DONE
     with atomic_path(path) as tmp:
         tmp.write_text("")
+    remove_checkpoint(run_dir)
     return path
+
+
+CHECKPOINT_STEP = re.compile(r"^\d{10}$")  # a committed checkpoint (stage, chunks); orbax's temporary names differ
+
+
+def checkpoint_names(run_dir: Path) -> list[str]:
+    """The complete checkpoints of a run directory (checkpoints.py writes them), oldest first."""
+    folder = Path(run_dir) / CHECKPOINT
+    return sorted(p.name for p in folder.iterdir() if CHECKPOINT_STEP.match(p.name)) if folder.is_dir() else []
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory, or None."""
+    names = checkpoint_names(run_dir)
+    return Path(run_dir) / CHECKPOINT / names[-1] if names else None
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    shutil.rmtree(Path(run_dir) / CHECKPOINT, ignore_errors=True)
 
 
 def config_fingerprint(cfg) -> str:
@@ -191,11 +217,15 @@ def config_fingerprint(cfg) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def begin_run(run_dir: Path, fingerprint: str) -> None:
-    """A run starts in `run_dir`: no DONE of an earlier attempt, then the fingerprint of its config."""
+def begin_run(run_dir: Path, fingerprint: str, resume: bool = True) -> None:
+    """A run starts in `run_dir`: no DONE of an earlier attempt and no checkpoint of another config (or
+    none at all without `resume`), then the fingerprint of its config (a checkpoint of this one stays:
+    the run resumes from it)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     clear_done(run_dir)
+    if not resume or read_fingerprint(run_dir) != fingerprint:
+        remove_checkpoint(run_dir)
     with atomic_path(run_dir / FINGERPRINT) as tmp:
         tmp.write_text(fingerprint + "\n")
 

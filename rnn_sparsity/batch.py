@@ -38,6 +38,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from . import artifacts
+from .checkpoints import Checkpoints, Resume
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError
 from .config import validate
@@ -137,14 +138,36 @@ def member_sharding(n_members: int):
     return NamedSharding(mesh, PartitionSpec("members")), -(-n_members // len(devices)) * len(devices)
 
 
+def resume_members(trainer: Trainer, keys, hypers, checkpoints) -> list[Resume] | None:
+    """Each member's checkpoints.Resume at the newest position every member has a checkpoint of (the
+    batch writes all members' before it removes the older ones, so a kill mid-way leaves one); else
+    None, every member's checkpoints are removed and the batch starts from the beginning."""
+    if checkpoints is None:
+        return None
+    names = [set(artifacts.checkpoint_names(c.run_dir)) for c in checkpoints]
+    common = set.intersection(*names)
+    resumes = [c.load(trainer, k, h, max(common)) for c, k, h in zip(checkpoints, keys, hypers)] if common else []
+    if common and all(r is not None for r in resumes):
+        return resumes
+    if any(names):
+        log.warning("the members have no checkpoint of one position in common: the batch starts from the beginning")
+        for c in checkpoints:
+            c.discard()
+    return None
+
+
 def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict],
-              probes: Sequence[Sequence[Probe]], progress: bool = False, what: str = "batch") -> list[FitResult]:
+              probes: Sequence[Sequence[Probe]], progress: bool = False, what: str = "batch",
+              checkpoints: Sequence[Checkpoints] | None = None) -> list[FitResult]:
     """Train len(keys) members of one static configuration as one program; one FitResult per member,
     with the state and history a serial `experiment.fit` of that member gives.
 
     With several devices visible (accelerators, or XLA host devices) the members are sharded across
-    them (padded with copies of the last member, whose results are dropped)."""
+    them (padded with copies of the last member, whose results are dropped). With `checkpoints` (one
+    per member) the batch resumes from the members' checkpoints when they all have one at the same
+    position, and, when the first member's is due, saves every member's from one transfer."""
     n = len(keys)
+    resumes = resume_members(trainer, keys, hypers, checkpoints)
     sharding, padded = member_sharding(n)
     keys, hypers = list(keys) + [keys[-1]] * (padded - n), list(hypers) + [hypers[-1]] * (padded - n)
 
@@ -153,14 +176,29 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
 
     batched = BatchedTrainer(trainer)
     hyper = place(stack(hypers))
-    state = batched.init(place(jnp.stack(keys)), hyper)
-    rows: list[list[dict]] = [[] for _ in range(n)]
     bar = GroupProgress(n, trainer.total_steps(), progress, what)
-    sample_members(state, probes)
+    if resumes is None:
+        state = batched.init(place(jnp.stack(keys)), hyper)
+        rows: list[list[dict]] = [[] for _ in range(n)]
+        sample_members(state, probes)
+        first, skip = 0, 0
+    else:
+        for resume, member_probes in zip(resumes, probes):
+            resume.restore_probes(member_probes)
+        states = [r.state for r in resumes]
+        state = place(stack(states + [states[-1]] * (padded - n)))
+        rows = [list(r.rows) for r in resumes]
+        first, skip = resumes[0].stage, resumes[0].chunks
+        bar.bar.update(sum(len(r["step"]) for member_rows in rows for r in member_rows))
     for index, stage in enumerate(trainer.stages):
-        state = batched.begin[index](state, hyper)
+        if index < first:
+            continue
+        if index > first or resumes is None:
+            state = batched.begin[index](state, hyper)
         bar.stage(stage.name, state)
-        for n_steps in trainer.chunk_lengths(index):
+        for position, n_steps in enumerate(trainer.chunk_lengths(index), start=1):
+            if index == first and position <= skip:
+                continue
             if not bool(jnp.any(state.running[:n])):
                 break
             state, records = batched.chunk(index, n_steps)(state, hyper)
@@ -174,6 +212,12 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
                     rows[i].append(chunk)
             bar.update(state, done, stage.name)
             sample_members(state, probes)
+            if checkpoints is not None and checkpoints[0].due():
+                host = jax.device_get(state)
+                saved = [c.save(index, position, member(host, i), rows[i], probes[i], prune=False)
+                         for i, c in enumerate(checkpoints)]
+                for c, path in zip(checkpoints, saved):  # all members' first: a kill leaves a common position
+                    c.prune(path)
     bar.close()
     results = []
     for i, member_probes in enumerate(probes):
@@ -283,7 +327,7 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path], batch_
             refuse(run_dir, log_files[i], err)
             outcomes[i] = err
             continue
-        artifacts.begin_run(run_dir, fingerprint)
+        artifacts.begin_run(run_dir, fingerprint, resume=cfg.resume)
         set_precision(cfg.precision)
         groups.setdefault(static_key(cfg, parts_of[i]), []).append(i)
     figures = FigurePool()
@@ -359,7 +403,8 @@ def _fit_members(trainer, batch, outcomes, progress, what):
     probes = [run_probes(m[0], m[6]) for m in batch]
     try:
         results = fit_batch(trainer, [jax.random.key(m[2].seed) for m in batch], [m[1] for m in batch],
-                            probes, progress=progress, what=what)
+                            probes, progress=progress, what=what,
+                            checkpoints=[Checkpoints(m[3], m[2].checkpoint.every_s) for m in batch])
     except Exception as err:  # noqa: BLE001 (every member records the failure)
         log.error("%s failed: %s: %s", what, type(err).__name__, err)
         for m in batch:

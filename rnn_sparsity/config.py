@@ -12,15 +12,20 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .components import ConfigError, Parts, check, one_of, resolve
+from .components import ConfigError, Parts, check, non_negative, one_of, resolve
 
 __all__ = ["Config", "ConfigError", "validate"]
+
+
+@dataclass
+class CheckpointConfig:
+    every_s: float = 180.0  # seconds of training between checkpoints inside a run (0: none); checkpoints.py
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Config:
     progress: bool = True  # progress bar on stderr
     compilation_cache: str = "auto"  # XLA's persistent cache: auto (~/.cache/rnn_sparsity/xla) | off | a folder
     resume: bool = True  # a sweep rerun into the same directory skips the runs already finished with this config
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def register_configs() -> None:
@@ -87,6 +93,7 @@ def validate(cfg: DictConfig) -> Parts:
     parts = resolve(cfg)
     _validate_scalars(cfg)
     one_of(cfg, "precision", ("float32", "float64"))
+    non_negative(cfg, "checkpoint.every_s")
     check(parts.task.layout in parts.model.inputs, "model.name", cfg.model.get("name"),
           f"task={cfg.task.get('name')} gives {parts.task.layout} inputs; model={cfg.model.get('name')} "
           f"learns {' or '.join(parts.model.inputs) or 'no task inputs'}")

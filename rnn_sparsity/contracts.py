@@ -115,8 +115,11 @@ class Probe:
     masked parameters, finite); finish(params, completed) once with the best (masked, finite)
     parameters of a fit, `completed` False when the run diverged;
     arrays() -> what joins analysis.npz; metrics() -> what joins metrics.json. Every method is
-    optional: the defaults do nothing.
+    optional: the defaults do nothing. `checkpointed` names the attributes that sample() accumulates
+    (picklable): a checkpoint inside a run stores them and a resumed run restores them (checkpoints.py).
     """
+
+    checkpointed: tuple[str, ...] = ()
 
     def sample(self, step: int, params: Params) -> None:
         pass

@@ -29,6 +29,7 @@ from .analysis.sparsity import sparsity_metrics
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError, Parts
 from .config import validate
+from .checkpoints import Checkpoints
 from .contracts import Probe
 from .train import RECORD_FIELDS, Trainer, make_trainer, mean_squared_rate, records_to_rows
 
@@ -214,19 +215,23 @@ class CompileNotice:
 
 
 def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] = (),
-        progress: bool = True) -> FitResult:
+        progress: bool = True, checkpoints: Checkpoints | None = None) -> FitResult:
     """Host loop over the jitted chunks: history, probes, progress bar, stop on divergence.
 
     Before the first chunk and after each, every probe's `sample(step, params)` runs (finite parameters
     only: a diverged step may have left NaN/inf); the task's projection, if it has one, runs after each
-    chunk. At the end every probe's `finish(best effective params, completed)` runs."""
-    rows = []
+    chunk. At the end every probe's `finish(best effective params, completed)` runs. With `checkpoints`
+    the fit starts from the run's checkpoint when it has one, and writes one after a chunk when due."""
+    resume = checkpoints.load(trainer, key, hyper) if checkpoints is not None else None
+    if resume is not None:
+        resume.restore_probes(probes)
+    rows = list(resume.rows) if resume is not None else []
     bar = tqdm(total=trainer.total_steps(), disable=not progress, unit="step", dynamic_ncols=True,
-               mininterval=1.0, leave=False)
-    state = None
+               mininterval=1.0, leave=False, initial=sum(len(r["step"]) for r in rows))
+    state = resume.state if resume is not None else None  # a checkpoint at the end: no chunk is left
     compiling = CompileNotice(bar)
-    for index, state, records in trainer.chunks(key, hyper, skip_idle=True, between=projection(trainer),
-                                                on_compile=compiling.start):
+    for index, done, state, records in trainer.chunks(key, hyper, skip_idle=True, between=projection(trainer),
+                                                      on_compile=compiling.start, resume=resume):
         compiling.done()
         if records is not None:
             chunk = records_to_rows(records, trainer.stages[index].name)
@@ -238,6 +243,8 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] =
         if all_finite(state.params):
             for probe in probes:
                 probe.sample(int(state.step), state.params)
+        if records is not None and checkpoints is not None and checkpoints.due() and not bool(state.diverged):
+            checkpoints.save(index, done, jax.device_get(state), rows, probes)
         if bool(state.diverged):
             log.warning("run diverged at step %d", int(state.diverged_step))
             break
@@ -304,7 +311,7 @@ def run(cfg: DictConfig, run_dir: str | Path, parts: Parts | None = None) -> dic
     if parts is None:  # else the caller validated, and began the run (batch.run_batch)
         fingerprint = artifacts.config_fingerprint(cfg)  # of the config as composed (validation may add keys)
         parts = validate(cfg)
-        artifacts.begin_run(run_dir, fingerprint)
+        artifacts.begin_run(run_dir, fingerprint, resume=cfg.resume)
     prepare_run_dir(run_dir, cfg)
     try:
         return _run(cfg, parts, run_dir)
@@ -344,7 +351,8 @@ def _run(cfg: DictConfig, parts: Parts, run_dir: Path) -> dict[str, Any]:
     parts, trainer, hyper = make_run(cfg, parts)
     check_resources(trainer, cfg, hyper, parts.model.size_keys)
     probes = run_probes(parts, trainer)
-    result = fit(trainer, jax.random.key(cfg.seed), hyper, probes, progress=cfg.progress)
+    result = fit(trainer, jax.random.key(cfg.seed), hyper, probes, progress=cfg.progress,
+                 checkpoints=Checkpoints(run_dir, cfg.checkpoint.every_s))
     return write_run(cfg, parts, trainer, hyper, result, probes, run_dir, start)
 
 

@@ -38,6 +38,8 @@ class SpectrumProbe(Probe):
     """eig(recurrent(params)) with its step at every sample (when `track`), and of the best parameters
     at the end (final_eigenvalues, spectral_radius = max |λ|); nothing for a model without recurrence."""
 
+    checkpointed = ("steps", "values")
+
     def __init__(self, recurrent: Callable, track: bool = True):
         self.recurrent, self.track = recurrent, track
         self.steps: list[int] = []
@@ -68,6 +70,8 @@ class LossProbe(Probe):
     """Train and test loss (all samples) of the current parameters at every sample, and train and test
     accuracy for a task with a score (classification): eval_step, eval_<split>_<loss|accuracy>."""
 
+    checkpointed = ("rows",)
+
     def __init__(self, trainer):
         self.scores = trainer.score
         self.rows: list[dict[str, float]] = []
@@ -91,6 +95,8 @@ class WindowMean(Probe):
     """window_<split>_<score>: the mean of a split's score over the samples whose epoch lies in
     [first, last] (an average that is less noisy than the last epoch's, e.g. Iris's epochs 500-900)."""
 
+    checkpointed = ("steps", "values")
+
     def __init__(self, trainer, window: Sequence[int], split: str = "test", score: str = "accuracy"):
         self.name, self.window, self.steps_per_epoch = f"window_{split}_{score}", tuple(window), trainer.steps_per_epoch
         self.split, self.score, self.scores = split, score, trainer.score
@@ -112,6 +118,8 @@ class ParamMetricsProbe(Probe):
     parameters at the end, and with `track` at every sample too (param_step, param_<name>). For each
     tracked name in `rebound`: <name>_min_epoch, the epoch of its minimum, and <name>_rebound, the
     ratio of its final value to that minimum (how far a distance climbs back after its lowest point)."""
+
+    checkpointed = ("steps", "rows")
 
     def __init__(self, of: Callable[[dict], dict], steps_per_epoch: int, track: bool = False,
                  rebound: Sequence[str] = ()):

@@ -239,9 +239,10 @@ class Trainer:
 
     def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False,
                between: Callable[[TrainState], TrainState] | None = None,
-               on_compile: Callable[[str, int], None] | None = None,
-               ) -> Iterator[tuple[int, TrainState, dict | None]]:
-        """Yield (stage index, state, records of the chunk) after init (records None) and each chunk.
+               on_compile: Callable[[str, int], None] | None = None, resume=None,
+               ) -> Iterator[tuple[int, int, TrainState, dict | None]]:
+        """Yield (stage index, chunks of the stage done, state, records of the chunk) after init (stage
+        -1, records None) and each chunk; with `resume` (checkpoints.Resume) from where it was instead.
 
         With skip_idle (concrete values only, i.e. not under vmap) a stage that will not run (skipped
         by its threshold, or the run diverged) is passed over instead of computed and discarded.
@@ -250,14 +251,21 @@ class Trainer:
         `on_compile(stage name, chunk length)`, when given, is called before a chunk that this trainer
         has not compiled yet (so the host can say so: the first compile is the slow part of a run).
         """
-        if on_compile is not None and "init" not in self._compiled:
-            on_compile("init", 0)
-        state = self.compiled_init(key, hyper)
-        self._compiled.add("init")
-        yield -1, state, None
-        for index in range(len(self.stages)):
-            state = self.compiled_begin[index](state, hyper)
-            for n_steps in self.chunk_lengths(index):
+        if resume is None:
+            if on_compile is not None and "init" not in self._compiled:
+                on_compile("init", 0)
+            state = self.compiled_init(key, hyper)
+            self._compiled.add("init")
+            yield -1, 0, state, None
+            first, done = 0, 0
+        else:
+            first, done, state = resume.stage, resume.chunks, resume.state
+        for index in range(first, len(self.stages)):
+            if index != first or resume is None:
+                state = self.compiled_begin[index](state, hyper)
+            for position, n_steps in enumerate(self.chunk_lengths(index), start=1):
+                if index == first and position <= done:
+                    continue
                 if skip_idle and not bool(state.running):
                     break
                 if on_compile is not None and (index, n_steps) not in self._chunk_fns:
@@ -265,7 +273,7 @@ class Trainer:
                 state, records = self.compiled_chunk(index, n_steps)(state, hyper)
                 if between is not None:
                     state = between(state)
-                yield index, state, records
+                yield index, position, state, records
 
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)

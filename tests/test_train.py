@@ -22,7 +22,7 @@ def pure_train(trainer, key, hyper):
     """All of training as one pure function of (key, hyper): every chunk of every stage (none skipped),
     the records concatenated (valid == False marks steps of stages that did not run)."""
     state, records = None, []
-    for _, state, rec in trainer.chunks(key, hyper):
+    for _, _, state, rec in trainer.chunks(key, hyper):
         if rec is not None:
             records.append(rec)
     return state, jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *records)

@@ -65,11 +65,11 @@ class ResumeSweeper(BasicSweeper):
         return returns
 
     def _sweep_batch(self, batch: Sequence[Sequence[str]], first: int) -> List[JobReturn]:
-        from rnn_sparsity.artifacts import config_fingerprint, finished_metrics
+        from rnn_sparsity.artifacts import config_fingerprint, finished_metrics, latest_checkpoint, read_fingerprint
 
         start = time.perf_counter()
         results: Dict[int, JobReturn] = {}
-        todo = []
+        todo, resumed = [], 0
         for idx, overrides in enumerate(batch, start=first):
             # composing checks the job composes (as Sweeper.validate_batch_is_legal does); the vmap
             # launcher's loader keeps the result for the launch
@@ -78,7 +78,9 @@ class ResumeSweeper(BasicSweeper):
                 composed.hydra.job.id = idx
                 composed.hydra.job.num = idx
             run_dir = Path(str(OmegaConf.select(composed, "hydra.sweep.dir"))) / str(OmegaConf.select(composed, "hydra.sweep.subdir"))
-            finished = finished_metrics(run_dir, config_fingerprint(composed)) if composed.get("resume", True) else None
+            fingerprint = config_fingerprint(composed)
+            resume = bool(composed.get("resume", True))
+            finished = finished_metrics(run_dir, fingerprint) if resume else None
             if finished is not None:
                 take = getattr(self.hydra_context.config_loader, "take", None)
                 if take is not None:  # not launched: the kept composition is dropped
@@ -89,8 +91,11 @@ class ResumeSweeper(BasicSweeper):
                 results[idx] = ret
             else:
                 todo.append((idx, list(overrides)))
+                # the run continues from its checkpoint (rnn_sparsity/checkpoints.py) if it has one of this config
+                resumed += resume and latest_checkpoint(run_dir) is not None and read_fingerprint(run_dir) == fingerprint
         log.info(f"resume: {len(results)} of {len(batch)} jobs already finished with the same config in "
-                 f"{self.config.hydra.sweep.dir}, skipped; {len(todo)} to run ({time.perf_counter() - start:.1f} s)")
+                 f"{self.config.hydra.sweep.dir}, skipped; {len(todo)} to run, {resumed} of them with a checkpoint "
+                 f"({time.perf_counter() - start:.1f} s)")
         for (idx, _), ret in zip(todo, self._launch(todo)):  # a launcher returns its jobs in their order
             results[idx] = ret
         for ret in results.values():

@@ -261,6 +261,8 @@ class FixedPointTracker(Probe):
     samples before any was found) plus the drive-end state and trajectory samples (`track_starts` more).
     The start count is fixed, so the search compiles once. `arrays()` gives one row per (step, point)."""
 
+    checkpointed = ("previous", "rows", "rng")
+
     def __init__(self, apply, rate_field: Callable, inputs: np.ndarray, conditions: Conditions, track: Sequence[int],
                  settings: Settings, dtype, seed: int):
         self.conditions, self.track, self.settings = conditions, [int(c) for c in track], settings.fixed_points

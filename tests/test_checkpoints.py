@@ -1,0 +1,193 @@
+"""Checkpoints inside a run (rnn_sparsity/checkpoints.py): a run stopped after any chunk and run again
+in its directory resumes from its checkpoint and ends with the files an uninterrupted run writes, bit
+for bit (wall time aside); serially, as a vmapped batch, and across the two."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import TINY, assert_same_run, compose_cfg
+from test_resume import snapshot
+
+from rnn_sparsity import artifacts, checkpoints
+from rnn_sparsity.aggregate import main as aggregate_main
+from rnn_sparsity.batch import run_batch
+from rnn_sparsity.experiment import run
+
+BASE = ["precision=float64", "checkpoint.every_s=1e-9"]  # a checkpoint after every chunk
+# TINY: Adam 60 steps and L-BFGS 20 in chunks of 20 steps: 4 chunks, positions (0, 1), (0, 2), (0, 3), (1, 1)
+
+
+class Killed(Exception):
+    """Stands for the process dying right after the n-th checkpoint was committed."""
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """stop_after(n): the n-th checkpoint written raises Killed once it is complete."""
+    def arm(n: int):
+        save, written = checkpoints.Checkpoints.save, []
+
+        def counting(self, *args, **kwargs):
+            path = save(self, *args, **kwargs)
+            written.append(path)
+            if len(written) == n:
+                monkeypatch.setattr(checkpoints.Checkpoints, "save", save)
+                raise Killed(path)
+            return path
+        monkeypatch.setattr(checkpoints.Checkpoints, "save", counting)
+        return written
+    return arm
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])  # mid-Adam, the end of Adam (L-BFGS next), the last chunk
+def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_files(tmp_path, stop_after, n):
+    overrides = [*BASE, "regularizer.strength=1e-3"]
+    run(compose_cfg(*overrides, "checkpoint.every_s=0"), tmp_path / "whole")
+    assert not (tmp_path / "whole" / artifacts.CHECKPOINT).exists()  # every_s=0: none written
+    stop_after(n)
+    with pytest.raises(Killed):
+        run(compose_cfg(*overrides), tmp_path / "resumed")
+    assert not artifacts.is_done(tmp_path / "resumed")
+    saved = artifacts.latest_checkpoint(tmp_path / "resumed")
+    assert saved is not None and len(list(saved.parent.iterdir())) == 1  # only the newest is kept
+    run(compose_cfg(*overrides), tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / artifacts.CHECKPOINT).exists()  # removed when the run was complete
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed", rtol=0)
+
+
+def test_minibatches_early_stopping_and_window_probes_resume_exactly(tmp_path, stop_after):
+    """Iris: per-epoch shuffles from the data key in the state, the best epoch, the patience counter and
+    the window-accuracy and loss probes' samples all continue where they were."""
+    overrides = ["sweeps=iris_l1", "seed=0", "regularizer.strength=1e-3", "optimizer.steps=280",
+                 "analysis.eig_every=35",
+                 "analysis.figures=false", "progress=false", "task.average_window=[5,35]", "optimizer.patience=5",
+                 *BASE]
+    run(compose_cfg(*overrides, "checkpoint.every_s=0", tiny=False), tmp_path / "whole")
+    stop_after(2)
+    with pytest.raises(Killed):
+        run(compose_cfg(*overrides, tiny=False), tmp_path / "resumed")
+    run(compose_cfg(*overrides, tiny=False), tmp_path / "resumed")
+    metrics = assert_same_run(tmp_path / "whole", tmp_path / "resumed", rtol=0)
+    assert metrics["stopped_early"] and metrics["epochs"] > 10 and metrics["window_test_accuracy"] is not None
+
+
+def test_a_batch_resumes_from_its_members_checkpoints_and_a_member_resumes_alone(tmp_path, stop_after):
+    grid = [[*BASE, f"seed={seed}", f"regularizer.strength={lam}"] for seed, lam in ((0, 0.0), (1, 1e-3), (2, 1e-2))]
+    whole = [tmp_path / "whole" / str(i) for i in range(3)]
+    assert all(isinstance(o, dict) for o in run_batch([compose_cfg(*o, "checkpoint.every_s=0") for o in grid], whole))
+    batch = [tmp_path / "batch" / str(i) for i in range(3)]
+    written = stop_after(2 * 3)  # the second save of the batch: one per member each time
+    outcomes = run_batch([compose_cfg(*o) for o in grid], batch)
+    assert all(isinstance(o, Killed) for o in outcomes)  # the batch's failure, recorded by every member
+    assert [p.parent.parent for p in written[-3:]] == batch and len({p.name for p in written[-3:]}) == 1
+    alone = tmp_path / "alone"  # member 2's directory, resumed by a serial run
+    shutil.copytree(batch[2], alone)
+    outcomes = run_batch([compose_cfg(*o) for o in grid], batch)
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    for a, b in zip(whole, batch):
+        assert_same_run(a, b, rtol=0)
+    run(compose_cfg(*grid[2]), alone)
+    run(compose_cfg(*grid[2], "checkpoint.every_s=0"), tmp_path / "serial")
+    assert_same_run(tmp_path / "serial", alone)  # to test_batch's tolerance: batched arithmetic rounds otherwise
+
+    # killed while the batch wrote its first checkpoints (members 0 and 1 have one, member 2 none):
+    # no position in common, so the batch starts from the beginning, over the stale ones
+    partial = [tmp_path / "partial" / str(i) for i in range(3)]
+    stop_after(2)
+    assert all(isinstance(o, Killed) for o in run_batch([compose_cfg(*o) for o in grid], partial))
+    assert [len(artifacts.checkpoint_names(d)) for d in partial] == [1, 1, 0]
+    assert all(isinstance(o, dict) for o in run_batch([compose_cfg(*o) for o in grid], partial))
+    for a, b in zip(whole, partial):
+        assert_same_run(a, b, rtol=0)
+
+
+def test_a_checkpoint_of_another_config_or_a_damaged_one_is_not_resumed(tmp_path, stop_after, caplog):
+    overrides = [*BASE, "regularizer.strength=1e-3"]
+    stop_after(2)
+    with pytest.raises(Killed):
+        run(compose_cfg(*overrides), tmp_path / "a")
+    run(compose_cfg(*overrides, "regularizer.strength=3e-3"), tmp_path / "a")  # another config: from the start
+    run(compose_cfg(*overrides, "regularizer.strength=3e-3", "checkpoint.every_s=0"), tmp_path / "b")
+    assert_same_run(tmp_path / "a", tmp_path / "b", rtol=0)
+
+    stop_after(2)
+    with pytest.raises(Killed):
+        run(compose_cfg(*overrides), tmp_path / "c")
+    saved = artifacts.latest_checkpoint(tmp_path / "c")
+    for leaf in saved.rglob("*"):  # the same config, but the checkpoint's files are damaged
+        if leaf.is_file():
+            leaf.write_bytes(b"garbage")
+    run(compose_cfg(*overrides), tmp_path / "c")
+    assert "does not fit this run" in caplog.text
+    run(compose_cfg(*overrides, "checkpoint.every_s=0"), tmp_path / "d")
+    assert_same_run(tmp_path / "c", tmp_path / "d", rtol=0)
+
+
+KILLED_SWEEP = ["optimizer=adam", "optimizer.steps=1500", "analysis.eig_every=25", "checkpoint.every_s=1e-9",
+                "precision=float64", "seed=0,1,2", "regularizer.strength=0,0.001"]  # 6 jobs of 60 chunks each
+
+
+def cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """The sweep as a process, its output in a file (a pipe nobody reads would stall it)."""
+    out = (cwd / f"sweep-{time.monotonic_ns()}.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "rnn_sparsity", "-m", *TINY, *KILLED_SWEEP, *args],
+                            cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc.out = out
+    return proc
+
+
+def finished_log(proc: subprocess.Popen) -> str:
+    proc.wait(timeout=600)
+    proc.out.seek(0)
+    out = proc.out.read()
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def runs_table(sweep_dir: Path) -> pd.DataFrame:
+    """The aggregate's runs.csv of a sweep, without what differs between two sweeps of the same jobs
+    (wall time, paths, and the checkpoint period, which the uninterrupted sweep sets to 0)."""
+    assert aggregate_main([str(sweep_dir)]) == 0
+    table = pd.read_csv(sweep_dir / "aggregate" / "runs.csv")
+    return table.drop(columns=["wall_s", "run_dir", "overrides", "checkpoint.every_s"]) \
+        .sort_values(["seed", "regularizer.strength"]).reset_index(drop=True)
+
+
+@pytest.mark.slow  # 3 sweeps of 6 runs each (basic ~50 s, vmap ~80 s)
+@pytest.mark.parametrize("launcher", ["basic", "vmap"])
+def test_a_sweep_killed_mid_run_reruns_only_the_unfinished_jobs_and_the_killed_one_resumes(tmp_path, launcher):
+    """SIGKILL once jobs 0 and 1 are done and job 2 has a checkpoint; the same command again runs
+    exactly jobs 2-5, job 2 from its checkpoint, and the sweep aggregates as an uninterrupted one does.
+    (vmap: batches of 2, so jobs 0 and 1 finish together and job 2 trains in the second batch.)"""
+    launch = [f"hydra/launcher={launcher}", *(["hydra.launcher.batch_size=2"] if launcher == "vmap" else [])]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = cli(*launch, f"hydra.sweep.dir={killed}", cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    training = (2, 3) if launcher == "vmap" else (2,)  # vmap: the batch writes both members' checkpoints
+    while not (artifacts.is_done(killed / "0") and artifacts.is_done(killed / "1")
+               and all(artifacts.latest_checkpoint(killed / str(i)) is not None for i in training)):
+        assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not artifacts.is_done(killed / "2")
+    untouched = {i: snapshot(killed / str(i)) for i in (0, 1)}
+
+    log = finished_log(cli(*launch, f"hydra.sweep.dir={killed}", cwd=tmp_path))
+    assert "resume: 2 of 6 jobs already finished with the same config" in log
+    assert f"4 to run, {len(training)} of them with a checkpoint" in log
+    assert all(snapshot(killed / str(i)) == untouched[i] for i in untouched)
+    assert all("resuming from checkpoint" in (killed / str(i) / "cli.log").read_text() for i in training)
+    assert not any((killed / str(i) / artifacts.CHECKPOINT).exists() for i in range(6))
+
+    finished_log(cli(*launch, f"hydra.sweep.dir={whole}", "checkpoint.every_s=0", cwd=tmp_path))
+    pd.testing.assert_frame_equal(runs_table(killed), runs_table(whole), check_exact=True)
