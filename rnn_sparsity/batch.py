@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -38,7 +39,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from . import artifacts
-from .checkpoints import Checkpoints, Resume
+from .checkpoints import Checkpoints, Resume, state_template
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError
 from .config import validate
@@ -108,9 +109,9 @@ class GroupProgress:
     """One bar for a batch of members: steps of all members, members done and diverged, ETA; with the
     bar off, one log line per stage."""
 
-    def __init__(self, n_members: int, steps_per_member: int, enabled: bool, what: str):
+    def __init__(self, n_members: int, steps_per_member: int, enabled: bool, what: str, done: int = 0):
         self.bar = tqdm(total=n_members * steps_per_member, disable=not enabled, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, leave=False, desc=what)
+                        mininterval=1.0, leave=False, desc=what, initial=done)
         self.what = what
 
     def update(self, state, n_steps: int, stage: str) -> None:
@@ -146,7 +147,8 @@ def resume_members(trainer: Trainer, keys, hypers, checkpoints) -> list[Resume] 
         return None
     names = [set(artifacts.checkpoint_names(c.run_dir)) for c in checkpoints]
     common = set.intersection(*names)
-    resumes = [c.load(trainer, k, h, max(common)) for c, k, h in zip(checkpoints, keys, hypers)] if common else []
+    template = functools.cache(lambda stage: state_template(trainer, keys[0], hypers[0], stage))  # members share shapes
+    resumes = [c.load(template, max(common)) for c in checkpoints] if common else []
     if common and all(r is not None for r in resumes):
         return resumes
     if any(names):
@@ -176,29 +178,24 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
 
     batched = BatchedTrainer(trainer)
     hyper = place(stack(hypers))
-    bar = GroupProgress(n, trainer.total_steps(), progress, what)
     if resumes is None:
         state = batched.init(place(jnp.stack(keys)), hyper)
         rows: list[list[dict]] = [[] for _ in range(n)]
         sample_members(state, probes)
-        first, skip = 0, 0
     else:
         for resume, member_probes in zip(resumes, probes):
             resume.restore_probes(member_probes)
         states = [r.state for r in resumes]
         state = place(stack(states + [states[-1]] * (padded - n)))
         rows = [list(r.rows) for r in resumes]
-        first, skip = resumes[0].stage, resumes[0].chunks
-        bar.bar.update(sum(len(r["step"]) for member_rows in rows for r in member_rows))
-    for index, stage in enumerate(trainer.stages):
-        if index < first:
-            continue
-        if index > first or resumes is None:
+    bar = GroupProgress(n, trainer.total_steps(), progress, what,
+                        done=sum(len(r["step"]) for member_rows in rows for r in member_rows))
+    for index, begins, chunks in trainer.schedule(resumes[0] if resumes else None):
+        stage = trainer.stages[index]
+        if begins:
             state = batched.begin[index](state, hyper)
         bar.stage(stage.name, state)
-        for position, n_steps in enumerate(trainer.chunk_lengths(index), start=1):
-            if index == first and position <= skip:
-                continue
+        for position, n_steps in chunks:
             if not bool(jnp.any(state.running[:n])):
                 break
             state, records = batched.chunk(index, n_steps)(state, hyper)

@@ -26,7 +26,7 @@ import pickle
 import shutil
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,6 @@ from . import artifacts
 from .contracts import Probe
 
 log = logging.getLogger(__name__)
-
 
 
 class Resume(NamedTuple):
@@ -105,11 +104,12 @@ class Checkpoints:
                 shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
 
     def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        artifacts.remove_checkpoint(self.run_dir)
 
-    def load(self, trainer, key: jax.Array, hyper: dict, name: str | None = None) -> Resume | None:
+    def load(self, template: Callable[[int], Any], name: str | None = None) -> Resume | None:
         """The newest checkpoint (or the one called `name`) as a Resume, or None when there is none or it
-        does not fit this run (then every checkpoint is removed, and the run starts from the beginning)."""
+        does not fit this run (then every checkpoint is removed, and the run starts from the beginning).
+        `template(stage)`: the run's TrainState shapes in that stage (`state_template`)."""
         path = artifacts.latest_checkpoint(self.run_dir) if name is None else self.folder / name
         if path is None:
             return None
@@ -118,8 +118,7 @@ class Checkpoints:
         try:
             tree = ocp.PyTreeCheckpointer().restore(path.resolve())
             host = pickle.loads(np.asarray(tree["host"]).tobytes())
-            template = state_template(trainer, key, hyper, host["stage"])
-            state = restore_state(template, tree["leaves"], host["small"])
+            state = restore_state(template(host["stage"]), tree["leaves"], host["small"])
             resume = Resume(host["stage"], host["chunks"], state, host["rows"], host["probes"])
         except Exception as err:  # noqa: BLE001 (a checkpoint that does not fit is not this run's: start over)
             log.warning("checkpoint %s does not fit this run (%s: %s); it starts from the beginning", path,

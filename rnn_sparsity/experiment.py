@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from . import artifacts
 from .analysis.sparsity import sparsity_metrics
+from .checkpoints import Checkpoints, state_template
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError, Parts
 from .config import validate
-from .checkpoints import Checkpoints
 from .contracts import Probe
 from .train import RECORD_FIELDS, Trainer, make_trainer, mean_squared_rate, records_to_rows
 
@@ -222,7 +222,8 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] =
     only: a diverged step may have left NaN/inf); the task's projection, if it has one, runs after each
     chunk. At the end every probe's `finish(best effective params, completed)` runs. With `checkpoints`
     the fit starts from the run's checkpoint when it has one, and writes one after a chunk when due."""
-    resume = checkpoints.load(trainer, key, hyper) if checkpoints is not None else None
+    resume = checkpoints.load(lambda stage: state_template(trainer, key, hyper, stage)) \
+        if checkpoints is not None else None
     if resume is not None:
         resume.restore_probes(probes)
     rows = list(resume.rows) if resume is not None else []

@@ -230,6 +230,16 @@ class Trainer:
         steps, k = self.stages[index].steps, self.chunk_steps
         return [k] * (steps // k) + ([steps % k] if steps % k else [])
 
+    def schedule(self, resume=None) -> Iterator[tuple[int, bool, list[tuple[int, int]]]]:
+        """(stage index, whether it begins, [(position, chunk length)]) for every stage left to run:
+        all from the start, or after a checkpoints.Resume (its stage already begun, its chunks up to
+        `resume.chunks` done); position counts the stage's chunks from 1."""
+        first, done = (0, 0) if resume is None else (resume.stage, resume.chunks)
+        for index in range(first, len(self.stages)):
+            resumed = resume is not None and index == first
+            chunks = list(enumerate(self.chunk_lengths(index), start=1))
+            yield index, not resumed, chunks[done:] if resumed else chunks
+
     def compiled_chunk(self, index: int, n_steps: int) -> Callable:
         """jit(run_chunk) for one stage and chunk length, compiled once per trainer."""
         key = (index, n_steps)
@@ -257,15 +267,12 @@ class Trainer:
             state = self.compiled_init(key, hyper)
             self._compiled.add("init")
             yield -1, 0, state, None
-            first, done = 0, 0
         else:
-            first, done, state = resume.stage, resume.chunks, resume.state
-        for index in range(first, len(self.stages)):
-            if index != first or resume is None:
+            state = resume.state
+        for index, begins, chunks in self.schedule(resume):
+            if begins:
                 state = self.compiled_begin[index](state, hyper)
-            for position, n_steps in enumerate(self.chunk_lengths(index), start=1):
-                if index == first and position <= done:
-                    continue
+            for position, n_steps in chunks:
                 if skip_idle and not bool(state.running):
                     break
                 if on_compile is not None and (index, n_steps) not in self._chunk_fns:

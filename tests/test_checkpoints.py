@@ -49,7 +49,7 @@ def stop_after(monkeypatch):
 
 
 @pytest.mark.parametrize("n", [1, 3, 4])  # mid-Adam, the end of Adam (L-BFGS next), the last chunk
-def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_files(tmp_path, stop_after, n):
+def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_files(tmp_path, stop_after, caplog, n):
     overrides = [*BASE, "regularizer.strength=1e-3"]
     run(compose_cfg(*overrides, "checkpoint.every_s=0"), tmp_path / "whole")
     assert not (tmp_path / "whole" / artifacts.CHECKPOINT).exists()  # every_s=0: none written
@@ -59,12 +59,16 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_files(tmp_path, st
     assert not artifacts.is_done(tmp_path / "resumed")
     saved = artifacts.latest_checkpoint(tmp_path / "resumed")
     assert saved is not None and len(list(saved.parent.iterdir())) == 1  # only the newest is kept
-    run(compose_cfg(*overrides), tmp_path / "resumed")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run(compose_cfg(*overrides), tmp_path / "resumed")
+    steps = 20 * n  # 20-step chunks; the rerun began there, not at step 0 (which would end the same)
+    assert f"resuming from checkpoint {saved}: step {steps} " in caplog.text
     assert not (tmp_path / "resumed" / artifacts.CHECKPOINT).exists()  # removed when the run was complete
     assert_same_run(tmp_path / "whole", tmp_path / "resumed", rtol=0)
 
 
-def test_minibatches_early_stopping_and_window_probes_resume_exactly(tmp_path, stop_after):
+def test_minibatches_early_stopping_and_window_probes_resume_exactly(tmp_path, stop_after, caplog):
     """Iris: per-epoch shuffles from the data key in the state, the best epoch, the patience counter and
     the window-accuracy and loss probes' samples all continue where they were."""
     overrides = ["sweeps=iris_l1", "seed=0", "regularizer.strength=1e-3", "optimizer.steps=280",
@@ -75,12 +79,14 @@ def test_minibatches_early_stopping_and_window_probes_resume_exactly(tmp_path, s
     stop_after(2)
     with pytest.raises(Killed):
         run(compose_cfg(*overrides, tiny=False), tmp_path / "resumed")
-    run(compose_cfg(*overrides, tiny=False), tmp_path / "resumed")
+    with caplog.at_level("INFO"):
+        run(compose_cfg(*overrides, tiny=False), tmp_path / "resumed")
+    assert "resuming from checkpoint" in caplog.text and ": step 70 " in caplog.text  # 2 chunks of 35 steps
     metrics = assert_same_run(tmp_path / "whole", tmp_path / "resumed", rtol=0)
     assert metrics["stopped_early"] and metrics["epochs"] > 10 and metrics["window_test_accuracy"] is not None
 
 
-def test_a_batch_resumes_from_its_members_checkpoints_and_a_member_resumes_alone(tmp_path, stop_after):
+def test_a_batch_resumes_from_its_members_checkpoints_and_a_member_resumes_alone(tmp_path, stop_after, caplog):
     grid = [[*BASE, f"seed={seed}", f"regularizer.strength={lam}"] for seed, lam in ((0, 0.0), (1, 1e-3), (2, 1e-2))]
     whole = [tmp_path / "whole" / str(i) for i in range(3)]
     assert all(isinstance(o, dict) for o in run_batch([compose_cfg(*o, "checkpoint.every_s=0") for o in grid], whole))
@@ -91,11 +97,17 @@ def test_a_batch_resumes_from_its_members_checkpoints_and_a_member_resumes_alone
     assert [p.parent.parent for p in written[-3:]] == batch and len({p.name for p in written[-3:]}) == 1
     alone = tmp_path / "alone"  # member 2's directory, resumed by a serial run
     shutil.copytree(batch[2], alone)
-    outcomes = run_batch([compose_cfg(*o) for o in grid], batch)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        outcomes = run_batch([compose_cfg(*o) for o in grid], batch)
     assert all(isinstance(o, dict) for o in outcomes), outcomes
+    assert caplog.text.count(": step 40 (stage 0, 2 chunks done)") == 3  # every member picked up there
     for a, b in zip(whole, batch):
         assert_same_run(a, b, rtol=0)
-    run(compose_cfg(*grid[2]), alone)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run(compose_cfg(*grid[2]), alone)
+    assert ": step 40 (stage 0, 2 chunks done)" in caplog.text
     run(compose_cfg(*grid[2], "checkpoint.every_s=0"), tmp_path / "serial")
     assert_same_run(tmp_path / "serial", alone)  # to test_batch's tolerance: batched arithmetic rounds otherwise
 
@@ -105,7 +117,10 @@ def test_a_batch_resumes_from_its_members_checkpoints_and_a_member_resumes_alone
     stop_after(2)
     assert all(isinstance(o, Killed) for o in run_batch([compose_cfg(*o) for o in grid], partial))
     assert [len(artifacts.checkpoint_names(d)) for d in partial] == [1, 1, 0]
-    assert all(isinstance(o, dict) for o in run_batch([compose_cfg(*o) for o in grid], partial))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert all(isinstance(o, dict) for o in run_batch([compose_cfg(*o) for o in grid], partial))
+    assert "no checkpoint of one position in common" in caplog.text and "resuming" not in caplog.text
     for a, b in zip(whole, partial):
         assert_same_run(a, b, rtol=0)
 
@@ -115,7 +130,9 @@ def test_a_checkpoint_of_another_config_or_a_damaged_one_is_not_resumed(tmp_path
     stop_after(2)
     with pytest.raises(Killed):
         run(compose_cfg(*overrides), tmp_path / "a")
-    run(compose_cfg(*overrides, "regularizer.strength=3e-3"), tmp_path / "a")  # another config: from the start
+    with caplog.at_level("INFO"):
+        run(compose_cfg(*overrides, "regularizer.strength=3e-3"), tmp_path / "a")  # another config: from the start
+    assert "resuming" not in caplog.text
     run(compose_cfg(*overrides, "regularizer.strength=3e-3", "checkpoint.every_s=0"), tmp_path / "b")
     assert_same_run(tmp_path / "a", tmp_path / "b", rtol=0)
 

@@ -47,10 +47,11 @@ def finished_sweep(tmp_path_factory):
 @pytest.fixture
 def damaged_sweep(finished_sweep, tmp_path):
     """A copy of the sweep with one job in every class: 0 completed (its fingerprint changed, which
-    --status does not look at), 1 killed before DONE, 2 failed, 3 diverged, 4 lost, 5's record truncated."""
+    --status does not look at), 1 killed before DONE (after a checkpoint), 2 failed, 3 diverged, 4 lost, 5's record truncated."""
     sweep = shutil.copytree(finished_sweep, tmp_path / "multirun")
     (sweep / "0" / artifacts.FINGERPRINT).write_text("0" * 64 + "\n")
     (sweep / "1" / artifacts.DONE).unlink()
+    (sweep / "1" / artifacts.CHECKPOINT / "0000000002").mkdir(parents=True)  # killed with a checkpoint to resume from
     shutil.rmtree(sweep / "4")
     (sweep / "5" / artifacts.METRICS).write_text('{"status": "fa')
     return sweep
@@ -91,6 +92,7 @@ def test_every_job_is_listed_with_its_class_loss_overrides_and_reason(damaged_sw
     reasons = {n: " ".join(words[5:]) for n, words in lines.items()}
     assert reasons[0] == reasons[3] == ""
     assert reasons[1].startswith("no DONE: still running, or stopped before the end; newest file written")
+    assert reasons[1].endswith("ago; a rerun resumes from its checkpoint")
     assert reasons[2] == REFUSED
     assert reasons[4] == "job 4 of the sweep has no run directory"
     assert reasons[5].startswith("metrics.json: truncated or invalid JSON")
