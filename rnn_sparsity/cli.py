@@ -113,10 +113,21 @@ def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
     and an ignored SIGINT (a test runner's worker, a job runner), and either would make every Ctrl-C
     vanish. Threads started later (XLA's) inherit the unblocked mask.
     """
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     reader, writer = socket.socketpair()
     writer.setblocking(False)
+
+    def interrupt(signum, frame):
+        # The wakeup fd is written by the C-level handler; this Python-level one tells the watcher too, as
+        # the KeyboardInterrupt it raises can be swallowed (raised inside a gc callback it is only printed
+        # as "Exception ignored", seen in CI) and the process must end all the same.
+        try:
+            writer.send(bytes([signal.SIGINT]))
+        except OSError:
+            pass
+        raise KeyboardInterrupt
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, interrupt)
     signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
     def watch() -> None:
@@ -130,7 +141,7 @@ def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
 
 def exit_interrupted() -> None:
     """One line, then exit 130 at once: not through interpreter teardown, XLA's threads may be running."""
-    print("rnn-sparsity: interrupted", file=sys.stderr, flush=True)
+    os.write(2, b"rnn-sparsity: interrupted\n")  # not print: sys.stderr's lock may be held by the main thread
     os._exit(INTERRUPTED)
 
 

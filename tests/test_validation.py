@@ -4,6 +4,7 @@ value and what is allowed); honest end states: diverged from the first step, fai
 import json
 import signal
 import subprocess
+import textwrap
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,28 @@ def test_ctrl_c_during_compilation_exits_130_without_a_crash(tmp_path):
         if "compiled and ran lbfgs" not in out:  # the signal came before that chunk's compile returned
             return
     pytest.fail("the signal came after the compile in 3 attempts")
+
+
+def test_a_swallowed_keyboard_interrupt_still_ends_the_process_with_130():
+    """A KeyboardInterrupt raised where it is only printed (a gc callback: "Exception ignored", seen in CI)
+    or caught, with the wakeup fd replaced by other code in the process: the watcher still ends it."""
+    child = textwrap.dedent("""
+        import os, signal, time
+        from rnn_sparsity.cli import exit_on_interrupt
+        exit_on_interrupt(grace_s=0.2)
+        signal.set_wakeup_fd(-1)  # as code that installs its own wakeup fd would
+        for i in range(500):
+            try:
+                if i == 0:
+                    os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)
+            except KeyboardInterrupt:
+                pass  # swallowed
+        print("not interrupted")
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 130 and "not interrupted" not in proc.stdout
+    assert proc.stderr.strip() == "rnn-sparsity: interrupted"
 
 
 def interrupt_during_compile(run_dir: Path):
