@@ -20,8 +20,8 @@ rerun at any time, also while a sweep is still going. Nothing it finds is fatal:
 
 The printed report lists every run that did not complete with its class and reason, and counts each class.
 Damaged and missing rows are never plotted and never make a key "swept"; keys that do not change
-results (NON_RESULT_KEYS, hydra.*, a group's `_target_`) never do either. Files named `.*.tmp` (left by
-a killed atomic write) are never read.
+results (NON_RESULT_KEYS, hydra.*, objective.*, a group's `_target_`) never do either. Files named
+`.*.tmp` (left by a killed atomic write) are never read.
 
 Writes into OUT (default `<first DIR>/aggregate`): runs.parquet, runs.csv, summary.csv and figures/*.png,
 and prints the summary table with the runs that did not complete. What else is written, and which
@@ -29,10 +29,17 @@ metrics summary.csv holds, the runs' components say (components.Component: `summ
 `unplotted_metrics`, `sweep_outputs`), found by the `<group>._target_` of each run's config; for the
 built-in analysis group, for instance, the unstable-eigenvalue tables by λ and s and the spectrum panels.
 
-`--status` reads only what the classes above need (check_run, the overrides, the job numbers, multirun.yaml)
-and writes nothing: per sweep dir (a run outside any sweep is grouped under the DIR that holds it), the
-overrides every job shares, then one line per job (job number, class, final_loss of a finished run, its
-own overrides, the reason) and a count line. A run without DONE is "running or incomplete": a run dir
+An Optuna search (`hydra/sweeper=optuna`, e.g. sweeps/iris_optuna) is read like any other sweep: its runs
+are rows, the searched keys are swept keys (one run per value), and no job is missing (its trials are not
+known ahead). Its sweep dir holds no multirun.yaml but, once the search has ended, hydra-optuna-sweeper's
+optimization_results.yaml; both the report and --status then print its best trial, matched to its run
+(`best_trial`). While the search runs, its runs count as runs outside any sweep.
+
+`--status` reads only what the classes above need (check_run, the overrides, the job numbers, multirun.yaml;
+an Optuna search's results and its best run's objective) and writes nothing: per sweep dir (a run outside
+any sweep is grouped under the DIR that holds it), the overrides every job shares, then one line per job
+(job number, class, final_loss of a finished run, its own overrides, the reason), a count line and an
+Optuna search's best trial. A run without DONE is "running or incomplete": a run dir
 does not say whether its process is alive, so one still training and one killed look alike; the age of
 its newest file is shown. Neither JAX nor matplotlib is imported, nor any run's config composed.
 """
@@ -56,13 +63,17 @@ from rnn_sparsity.artifacts import CONFIG, DAMAGED, check_run, latest_checkpoint
 
 AGGREGATE_DIR = "aggregate"
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, written in the sweep dir when it starts
+# hydra-optuna-sweeper's result (best_params, best_value), written in the sweep dir when the search ends;
+# that sweeper writes no multirun.yaml
+OPTUNA_RESULTS = "optimization_results.yaml"
+SWEEP_RECORDS = (MULTIRUN_FILE, OPTUNA_RESULTS)  # a folder holding one of them is a sweep dir
 BOOKKEEPING = ("run_dir", "status", "problem", "overrides", "error")
 MISSING = "missing"
 UNSOUND = (DAMAGED, MISSING)  # rows without a trustworthy config or metrics: listed, never plotted or swept
 STATUS_ORDER = ("completed", "diverged", "failed", "incomplete", DAMAGED, MISSING)
 # Keys that do not change results: never swept keys, however they vary (seeds are averaged over).
 NON_RESULT_KEYS = ("seed", "progress", "analysis.figures", "compilation_cache")
-NON_RESULT_PREFIXES = ("hydra.",)
+NON_RESULT_PREFIXES = ("hydra.", "objective.")  # objective: what a job returns to the sweeper
 LEADING_KEYS = ("regularizer.strength", "model.sparsity")  # λ and s, the tool's own axes, first among swept keys
 TARGET = "._target_"  # `<group>._target_` names a run's component class: the group's name says the same
 # what every run reports (experiment.evaluate), first in figures and summaries; components add theirs
@@ -153,10 +164,13 @@ def run_overrides(run_dir: Path) -> str:
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     """The override list of every job of a sweep, in Hydra's job order (job i <-> index i), expanded
     from its multirun.yaml exactly as the basic sweeper expands it (and the resume sweeper, the default,
-    which expands it the same way); None for other sweepers."""
+    which expands it the same way); None for other sweepers, and for a sweep without multirun.yaml (an
+    Optuna search: its trials are not known ahead)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if not (Path(sweep_dir) / MULTIRUN_FILE).exists():
+        return None
     hydra_cfg = OmegaConf.load(Path(sweep_dir) / MULTIRUN_FILE).hydra
     if not any(name in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
                for name in ("basic_sweeper", "resume_sweeper")):
@@ -169,8 +183,63 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
 
 
 def sweep_dirs(paths: Iterable[Path | str]) -> list[Path]:
-    """Every sweep dir (holding Hydra's multirun.yaml) at any depth below `paths`."""
-    return sorted({record.parent.resolve() for root in map(Path, paths) for record in root.rglob(MULTIRUN_FILE)})
+    """Every sweep dir (holding Hydra's multirun.yaml, or an Optuna search's results) at any depth below
+    `paths`. An Optuna search still running has neither: its runs count as runs outside any sweep."""
+    return sorted({record.parent.resolve() for root in map(Path, paths) for name in SWEEP_RECORDS
+                   for record in root.rglob(name)})
+
+
+def best_trial(sweep_dir: Path) -> str | None:
+    """"best trial (optuna, maximize test_accuracy): job 7 test_accuracy=0.9667 regularizer.strength=0.0012
+    optimizer.lr=0.011": the best trial hydra-optuna-sweeper recorded in the sweep dir's
+    optimization_results.yaml, matched to the run dir below it whose overrides hold its best_params; the
+    metric and direction are that run's `objective`. None for a sweep dir without the file; a line
+    saying what is wrong for a file that cannot be read or a trial no run dir holds."""
+    path = Path(sweep_dir) / OPTUNA_RESULTS
+    if not path.exists():
+        return None
+    try:
+        results = OmegaConf.to_container(OmegaConf.load(path))
+        params, value = dict(results["best_params"]), float(results["best_value"])
+    except Exception as err:  # noqa: BLE001 (a broken record is reported, not fatal)
+        return f"best trial: {OPTUNA_RESULTS} unreadable, or without best_params and best_value ({type(err).__name__})"
+    shown = " ".join(f"{key}={format_number(v)}" for key, v in params.items())
+    for run_dir in find_run_dirs([sweep_dir]):
+        overrides = override_values(run_dir)
+        if all(same_value(overrides.get(key), v) for key, v in params.items()):
+            metric, direction = run_objective(run_dir)
+            return (f"best trial (optuna, {direction} {metric}): job {read_job_number(run_dir)} "
+                    f"{metric}={format_number(value)} {shown}")
+    return f"best trial (optuna): {format_number(value)} at {shown}, but no run dir below has these overrides"
+
+
+def override_values(run_dir: Path) -> dict[str, str]:
+    """{key: value as text} of a run's overrides; {} where overrides.yaml is absent or broken."""
+    with suppress(Exception):
+        return dict(o.split("=", 1) for o in read_overrides(run_dir) if "=" in o)
+    return {}
+
+
+def format_number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def same_value(text: str | None, value: Any) -> bool:
+    """Whether an override's value (text) is an Optuna parameter's value: numbers by value (Optuna's
+    overrides are written as `f"{name}={value}"`), anything else as text."""
+    if text is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return text == str(value)
+    with suppress(ValueError):
+        return float(text) == float(value)
+    return False
+
+
+def run_objective(run_dir: Path) -> tuple[str, str]:
+    """(objective.metric, objective.direction) of a run's config ("value", "?" where it has none)."""
+    with suppress(Exception):
+        objective = OmegaConf.load(Path(run_dir) / CONFIG).objective
+        return str(objective.metric), str(objective.direction)
+    return "value", "?"
 
 
 def owning_sweep(run_dir: Path, sweeps: Sequence[Path]) -> Path | None:
@@ -236,8 +305,8 @@ def override_keys(runs: pd.DataFrame) -> set[str]:
 
 
 def is_result_key(column: str) -> bool:
-    """Whether a config column can change results (NON_RESULT_KEYS and hydra.* cannot; a group's
-    `_target_` only repeats what its name says)."""
+    """Whether a config column can change results (NON_RESULT_KEYS, hydra.* and objective.* cannot; a
+    group's `_target_` only repeats what its name says)."""
     return column not in NON_RESULT_KEYS and not column.startswith(NON_RESULT_PREFIXES) and \
         not (column.endswith(TARGET) and column.count(".") == 1)
 
@@ -414,11 +483,12 @@ def status_report(groups: dict[Path, list[JobState]], quiet: bool = False) -> st
     ("multirun/demo: 16 jobs: 12 completed, 1 diverged, ..."); with `quiet` only the count lines."""
     blocks = []
     for root, jobs in groups.items():
-        noun = "jobs" if (root / MULTIRUN_FILE).exists() else "runs"
+        noun = "jobs" if any((root / name).exists() for name in SWEEP_RECORDS) else "runs"
         counts = f"{shown_path(root)}: {status_counts((job.status for job in jobs), noun, STATUS_LABELS)}"
         if quiet:
             blocks.append(counts)
             continue
+        best = best_trial(root)
         listed = [job.overrides for job in jobs if job.overrides]
         shared = [o for o in listed[0] if all(o in others for others in listed[1:])] if len(listed) > 1 else []
         rows = [("job", "status", "final_loss", "overrides", "")]
@@ -432,7 +502,7 @@ def status_report(groups: dict[Path, list[JobState]], quiet: bool = False) -> st
         lines = [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:<{widths[3]}}  {e}".rstrip()
                  for a, b, c, d, e in rows]
         head = [shown_path(root)] + ([f"  every job: {' '.join(shared)}"] if shared else [])
-        blocks.append("\n".join([*head, *lines, counts]))
+        blocks.append("\n".join([*head, *lines, counts, *([f"{shown_path(root)}: {best}"] if best else [])]))
     return ("\n" if quiet else "\n\n").join(blocks)
 
 
@@ -490,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = problem_report(runs)
     if problems:
         print(f"\nNot completed ({len(runs) - n_completed}):\n{problems}")
+    for sweep in sweep_dirs(args.dirs):
+        if best := best_trial(sweep):
+            print(f"\n{shown_path(sweep)}: {best}")
     tables_written = "".join(f", {path.name}" for path in tables)
     print(f"\nWrote {out}/runs.parquet, runs.csv, summary.csv{tables_written} and {len(figures)} figures in {out}/figures")
     return 0

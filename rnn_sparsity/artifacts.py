@@ -54,7 +54,10 @@ DONE = "DONE"
 FINGERPRINT = "fingerprint"
 CHECKPOINT = "checkpoint"
 # top-level keys that do not change a run's results: a change in them does not make a finished run stale
-NOT_RESULTS = ("progress", "compilation_cache", "resume", "checkpoint")
+NOT_RESULTS = ("progress", "compilation_cache", "resume", "checkpoint", "objective")
+# what every run's metrics.json holds (experiment.evaluate); its components declare the rest
+RUN_METRICS = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction", "initial_loss", "steps",
+               "wall_s")
 HYDRA_DIR = ".hydra"
 CONFIG = f"{HYDRA_DIR}/config.yaml"  # the composed config
 OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the job's command-line overrides
@@ -118,6 +121,30 @@ def _json_scalar(value: Any) -> Any:
         return int(value)
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+WORST = {"minimize": math.inf, "maximize": -math.inf}  # a diverged run's objective value, by direction
+
+
+def objective_value(objective: Mapping[str, Any], metrics: Mapping[str, Any]) -> float | None:
+    """What a job returns to Hydra's sweeper: the run's `objective.metric` (Config.objective), the
+    same from a run's metrics in memory as from its metrics.json (a resumed job's), as a float.
+
+    A diverged run returns the worst value (inf when minimising, -inf when maximising): its metrics are
+    those of its best parameters before it blew up, which can look good, and an optimising sweeper must
+    see its setting as bad. hydra-optuna-sweeper 1.3 tells Optuna 2.10 `float(return value)`: inf is a
+    completed trial that TPE ranks last; None makes the trial failed, left out by the sampler, and the
+    search goes on ("Failed experiment" in the log); nan would end the whole search (Optuna refuses it,
+    and the sweeper then tells the failed trial with the value, which Optuna refuses too).
+
+    None where the run has no number for the metric: non-finite (written as null), or not measured,
+    such as window_test_accuracy of a run that ends before its window. A name no run of the config
+    reports is refused before training (config.validate, objective_metrics).
+    """
+    if metrics.get("status") == "diverged":
+        return WORST[objective["direction"]]
+    value = _json_scalar(metrics.get(objective["metric"]))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def write_metrics(run_dir: Path, metrics: Mapping[str, Any]) -> Path:

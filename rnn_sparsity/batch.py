@@ -39,9 +39,9 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from . import artifacts
-from .checkpoints import Checkpoints, Resume, state_template
+from .checkpoints import Checkpoints, Resume, hand_over, held_requeue_signal, state_template
 from .compile_cache import enable_compilation_cache
-from .components import ConfigError
+from .components import ConfigError, Parts
 from .config import validate
 from .contracts import Probe
 from .experiment import (FitResult, available_memory, check_resources, finish_probes, history_frame, make_run,
@@ -190,31 +190,33 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
         rows = [list(r.rows) for r in resumes]
     bar = GroupProgress(n, trainer.total_steps(), progress, what,
                         done=sum(len(r["step"]) for member_rows in rows for r in member_rows))
-    for index, begins, chunks in trainer.schedule(resumes[0] if resumes else None):
-        stage = trainer.stages[index]
-        if begins:
-            state = batched.begin[index](state, hyper)
-        bar.stage(stage.name, state)
-        for position, n_steps in chunks:
-            if not bool(jnp.any(state.running[:n])):
-                break
-            state, records = batched.chunk(index, n_steps)(state, hyper)
-            state = project_members(trainer, state, place)
-            records = jax.device_get(records)
-            done = 0
-            for i in range(n):
-                chunk = records_to_rows({k: v[i] for k, v in records.items()}, stage.name)
-                done += len(chunk["step"])
-                if len(chunk["step"]):
-                    rows[i].append(chunk)
-            bar.update(state, done, stage.name)
-            sample_members(state, probes)
-            if checkpoints is not None and checkpoints[0].due():
-                host = jax.device_get(state)
-                saved = [c.save(index, position, member(host, i), rows[i], probes[i], prune=False)
-                         for i, c in enumerate(checkpoints)]
-                for c, path in zip(checkpoints, saved):  # all members' first: a kill leaves a common position
-                    c.prune(path)
+    with held_requeue_signal():
+        for index, begins, chunks in trainer.schedule(resumes[0] if resumes else None):
+            stage = trainer.stages[index]
+            if begins:
+                state = batched.begin[index](state, hyper)
+            bar.stage(stage.name, state)
+            for position, n_steps in chunks:
+                if not bool(jnp.any(state.running[:n])):
+                    break
+                state, records = batched.chunk(index, n_steps)(state, hyper)
+                state = project_members(trainer, state, place)
+                records = jax.device_get(records)
+                done = 0
+                for i in range(n):
+                    chunk = records_to_rows({k: v[i] for k, v in records.items()}, stage.name)
+                    done += len(chunk["step"])
+                    if len(chunk["step"]):
+                        rows[i].append(chunk)
+                bar.update(state, done, stage.name)
+                sample_members(state, probes)
+                if checkpoints is not None and checkpoints[0].due():
+                    host = jax.device_get(state)
+                    saved = [c.save(index, position, member(host, i), rows[i], probes[i], prune=False)
+                             for i, c in enumerate(checkpoints)]
+                    for c, path in zip(checkpoints, saved):  # all members' first: a kill leaves a common position
+                        c.prune(path)
+                hand_over()  # a cluster's requeue signal, held till this checkpoint was written
     bar.close()
     results = []
     for i, member_probes in enumerate(probes):
@@ -314,27 +316,39 @@ def run_batch(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path], batch_
     run_dirs = [Path(d) for d in run_dirs]
     log_files = list(log_files) if log_files is not None else [None] * len(cfgs)
     outcomes: list[Any] = [None] * len(cfgs)
-    groups: dict[str, list[int]] = {}
-    parts_of = {}
-    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
-        fingerprint = artifacts.config_fingerprint(cfg)  # of the config as composed, as run() takes it
-        try:
-            parts_of[i] = validate(cfg)
-        except ConfigError as err:
-            refuse(run_dir, log_files[i], err)
-            outcomes[i] = err
-            continue
-        artifacts.begin_run(run_dir, fingerprint, resume=cfg.resume)
-        set_precision(cfg.precision)
-        groups.setdefault(static_key(cfg, parts_of[i]), []).append(i)
+    fingerprints = [artifacts.config_fingerprint(cfg) for cfg in cfgs]  # of the configs as composed, as run() takes them
+    groups, parts_of, refused = group_runs(cfgs)
+    for i, err in refused.items():
+        refuse(run_dirs[i], log_files[i], err)
+        outcomes[i] = err
+    for i in sorted(parts_of):
+        artifacts.begin_run(run_dirs[i], fingerprints[i], resume=cfgs[i].resume)
     figures = FigurePool()
     try:
-        for indices in groups.values():
+        for indices in groups:
             _run_indices(indices, cfgs, run_dirs, parts_of, log_files, outcomes, batch_size, progress, figures)
         figures.wait(outcomes, log_files)
     finally:
         figures.close()
     return outcomes
+
+
+def group_runs(cfgs: Sequence[DictConfig]) -> tuple[list[list[int]], dict[int, Parts], dict[int, ConfigError]]:
+    """The runs that share a static configuration (experiment.static_key), as lists of indices in
+    order of first appearance; each valid run's validated Parts; each invalid run's ConfigError.
+    Nothing is written: run_batch records the refusals, and the cluster mode plans its jobs with it."""
+    groups: dict[str, list[int]] = {}
+    parts_of: dict[int, Parts] = {}
+    refused: dict[int, ConfigError] = {}
+    for i, cfg in enumerate(cfgs):
+        try:
+            parts_of[i] = validate(cfg)
+        except ConfigError as err:
+            refused[i] = err
+            continue
+        set_precision(cfg.precision)
+        groups.setdefault(static_key(cfg, parts_of[i]), []).append(i)
+    return list(groups.values()), parts_of, refused
 
 
 def _run_indices(indices, cfgs, run_dirs, parts_of, log_files, outcomes, batch_size, progress, figures) -> None:

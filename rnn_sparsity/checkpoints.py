@@ -17,14 +17,26 @@ A vmapped group (batch.fit_batch) saves every member at the same moment, from on
 batched state, each into its own run directory, and resumes only when every member has a checkpoint
 at the same position; a checkpoint is thus the same for a serial run and a member, whichever launcher
 resumes it. orbax is imported only when a checkpoint is written or read: short runs never pay for it.
+
+On a cluster the scheduler warns a job before it ends it: submitit (hydra/launcher=submitit_slurm or
+vmap_slurm) asks SLURM for SIGUSR2 `signal_delay_s` before the time limit and on preemption, and its
+handler requeues the job and exits at once. While a fit trains, `held_requeue_signal` keeps that signal
+until the next chunk boundary: the fit writes a checkpoint there (due() is true once it is held), then
+`hand_over` passes the signal to submitit's handler, so the requeued job resumes from where it stopped,
+not from the last periodic checkpoint. Outside a fit, and in processes without such a handler, nothing
+changes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -75,14 +87,14 @@ class Checkpoints:
         self.last = clock()
 
     def due(self) -> bool:
-        return self.every_s > 0 and self.clock() - self.last >= self.every_s
+        """Time for a checkpoint: every `every_s` seconds, and at once when a requeue signal is held."""
+        return self.every_s > 0 and (bool(HELD) or self.clock() - self.last >= self.every_s)
 
     def save(self, stage: int, chunks: int, state, rows: Sequence[dict], probes: Sequence[Probe],
              prune: bool = True) -> Path:
         """Write the state (host arrays, one run's) after `chunks` chunks of stage `stage`; with `prune`
         then remove the older checkpoints (and temporary folders of killed writes)."""
-        import orbax.checkpoint as ocp
-
+        ocp = orbax()
         leaves = [np.asarray(jax.random.key_data(leaf) if is_key(leaf) else leaf) for leaf in jax.tree.leaves(state)]
         host = {"stage": stage, "chunks": chunks, "rows": list(rows), "probes": [probe_state(p) for p in probes],
                 "small": {i: leaf for i, leaf in enumerate(leaves) if leaf.size == 0}}  # orbax refuses empty arrays
@@ -113,8 +125,7 @@ class Checkpoints:
         path = artifacts.latest_checkpoint(self.run_dir) if name is None else self.folder / name
         if path is None:
             return None
-        import orbax.checkpoint as ocp
-
+        ocp = orbax()
         try:
             tree = ocp.PyTreeCheckpointer().restore(path.resolve())
             host = pickle.loads(np.asarray(tree["host"]).tobytes())
@@ -128,6 +139,51 @@ class Checkpoints:
         log.info("resuming from checkpoint %s: step %d (stage %d, %d chunks done)", path, int(state.step),
                  host["stage"], host["chunks"])
         return resume
+
+
+def orbax():
+    """orbax.checkpoint, with its INFO lines (a dozen per save, through absl) kept out of the run's log."""
+    import orbax.checkpoint as ocp
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    return ocp
+
+
+HELD: list[tuple[Callable, int, Any]] = []  # a requeue signal that came during a fit: (handler, signum, frame)
+
+
+def requeue_signal() -> int:
+    """The signal submitit's jobs requeue on: SIGUSR2, or what its SUBMITIT_PREEMPT_SIGNAL env var names."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+@contextmanager
+def held_requeue_signal():
+    """While a fit trains: hold the requeue signal (when its handler is a Python one: submitit's) until
+    `hand_over`, which the fit calls at its chunk boundaries after writing the checkpoint the held signal
+    made due. A signal still held when the fit ends is handed over then."""
+    signum = requeue_signal()
+    handler = signal.getsignal(signum)
+    if not callable(handler) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.signal(signum, lambda number, frame: HELD.append((handler, number, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signum, handler)
+        hand_over()
+
+
+def hand_over() -> None:
+    """Pass a held requeue signal to its handler (submitit's requeues the job and raises SystemExit)."""
+    if HELD:
+        handler, signum, frame = HELD.pop()
+        HELD.clear()
+        signal.signal(signum, handler)
+        log.warning("requeue signal %s: handing over to the cluster's handler (the run resumes from its "
+                    "checkpoint)", signal.Signals(signum).name)
+        handler(signum, frame)
 
 
 def restore_state(template, stored: dict, small: dict):

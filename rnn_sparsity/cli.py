@@ -22,6 +22,7 @@ from hydra.core.object_type import ObjectType
 from omegaconf import DictConfig, OmegaConf
 
 from . import config  # noqa: F401  (registers the schemas before Hydra composes)
+from .artifacts import objective_value
 from .config import ConfigError
 
 log = logging.getLogger("rnn_sparsity")
@@ -93,7 +94,7 @@ def app(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         print(f"rnn-sparsity: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    return metrics.get("final_loss")  # what an optimising sweeper would minimise
+    return objective_value(cfg.objective, metrics)  # what an optimising sweeper (hydra/sweeper=optuna) searches on
 
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT

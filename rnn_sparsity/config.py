@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from . import artifacts
 from .components import ConfigError, Parts, check, non_negative, one_of, resolve
 
 __all__ = ["Config", "ConfigError", "validate"]
@@ -26,6 +28,12 @@ __all__ = ["Config", "ConfigError", "validate"]
 @dataclass
 class CheckpointConfig:
     every_s: float = 180.0  # seconds of training between checkpoints inside a run (0: none); checkpoints.py
+
+
+@dataclass
+class ObjectiveConfig:
+    metric: str = "final_loss"  # what a job returns to Hydra's sweeper: a metric of the run (artifacts.objective_value)
+    direction: str = "minimize"  # minimize | maximize; an optimising sweeper's direction must agree
 
 
 @dataclass
@@ -41,6 +49,7 @@ class Config:
     compilation_cache: str = "auto"  # XLA's persistent cache: auto (~/.cache/rnn_sparsity/xla) | off | a folder
     resume: bool = True  # a sweep rerun into the same directory skips the runs already finished with this config
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
 
 def register_configs() -> None:
@@ -87,6 +96,34 @@ def _validate_scalars(cfg: DictConfig) -> None:
     check(cfg.seed < KEY_SEEDS, "seed", cfg.seed, f"must be < 2**32 = {KEY_SEEDS} (JAX keeps 32 bits of a seed)")
 
 
+def objective_metrics(parts: Parts) -> list[str]:
+    """The metrics `objective.metric` may name: those every run reports (artifacts.RUN_METRICS) and
+    those the run's components declare (summary_metrics, unplotted_metrics)."""
+    declared = (name for part in parts for name in (*part.summary_metrics, *part.unplotted_metrics))
+    return list(dict.fromkeys((*artifacts.RUN_METRICS, *declared)))
+
+
+def sweeper_direction() -> str | None:
+    """hydra.sweeper.direction of the sweeper running this job (hydra-optuna-sweeper's, a name or its
+    Direction enum), or None: no Hydra job, or a sweeper without one (the resume and basic sweepers)."""
+    if not HydraConfig.initialized():
+        return None
+    direction = OmegaConf.select(HydraConfig.get(), "sweeper.direction", default=None)
+    return getattr(direction, "name", direction)
+
+
+def _validate_objective(cfg: DictConfig, parts: Parts) -> None:
+    """A metric the run reports, a direction, and the optimising sweeper's direction the same (were it
+    the opposite, the worst value a diverged run returns would be its best)."""
+    one_of(cfg, "objective.direction", ("minimize", "maximize"))
+    metrics = objective_metrics(parts)
+    check(cfg.objective.metric in metrics, "objective.metric", cfg.objective.metric,
+          f"must be a metric this run can report: {', '.join(metrics)}")
+    searched = sweeper_direction()
+    check(searched is None or searched == cfg.objective.direction, "objective.direction", cfg.objective.direction,
+          f"must equal hydra.sweeper.direction={searched} (set hydra.sweeper.direction='${{objective.direction}}')")
+
+
 def validate(cfg: DictConfig) -> Parts:
     """Check every range before any compute; raise ConfigError on the first bad value. Returns the
     run's components (each group typed against its schema)."""
@@ -94,6 +131,7 @@ def validate(cfg: DictConfig) -> Parts:
     _validate_scalars(cfg)
     one_of(cfg, "precision", ("float32", "float64"))
     non_negative(cfg, "checkpoint.every_s")
+    _validate_objective(cfg, parts)
     check(parts.task.layout in parts.model.inputs, "model.name", cfg.model.get("name"),
           f"task={cfg.task.get('name')} gives {parts.task.layout} inputs; model={cfg.model.get('name')} "
           f"learns {' or '.join(parts.model.inputs) or 'no task inputs'}")

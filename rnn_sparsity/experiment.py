@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import artifacts
 from .analysis.sparsity import sparsity_metrics
-from .checkpoints import Checkpoints, state_template
+from .checkpoints import Checkpoints, hand_over, held_requeue_signal, state_template
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError, Parts
 from .config import validate
@@ -231,24 +231,26 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] =
                mininterval=1.0, leave=False, initial=sum(len(r["step"]) for r in rows))
     state = resume.state if resume is not None else None  # a checkpoint at the end: no chunk is left
     compiling = CompileNotice(bar)
-    for index, done, state, records in trainer.chunks(key, hyper, skip_idle=True, between=projection(trainer),
-                                                      on_compile=compiling.start, resume=resume):
-        compiling.done()
-        if records is not None:
-            chunk = records_to_rows(records, trainer.stages[index].name)
-            rows.append(chunk)
-            bar.set_description(trainer.stages[index].name, refresh=False)
-            if len(chunk["loss"]):
-                bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
-            bar.update(len(chunk["step"]))
-        if all_finite(state.params):
-            for probe in probes:
-                probe.sample(int(state.step), state.params)
-        if records is not None and checkpoints is not None and checkpoints.due() and not bool(state.diverged):
-            checkpoints.save(index, done, jax.device_get(state), rows, probes)
-        if bool(state.diverged):
-            log.warning("run diverged at step %d", int(state.diverged_step))
-            break
+    with held_requeue_signal():
+        for index, done, state, records in trainer.chunks(key, hyper, skip_idle=True, between=projection(trainer),
+                                                          on_compile=compiling.start, resume=resume):
+            compiling.done()
+            if records is not None:
+                chunk = records_to_rows(records, trainer.stages[index].name)
+                rows.append(chunk)
+                bar.set_description(trainer.stages[index].name, refresh=False)
+                if len(chunk["loss"]):
+                    bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
+                bar.update(len(chunk["step"]))
+            if all_finite(state.params):
+                for probe in probes:
+                    probe.sample(int(state.step), state.params)
+            if records is not None and checkpoints is not None and checkpoints.due() and not bool(state.diverged):
+                checkpoints.save(index, done, jax.device_get(state), rows, probes)
+            hand_over()  # a cluster's requeue signal, held till this checkpoint was written
+            if bool(state.diverged):
+                log.warning("run diverged at step %d", int(state.diverged_step))
+                break
     bar.close()
     finish_probes(state, probes)
     return FitResult(state, history_frame(rows))

@@ -68,6 +68,73 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_files(tmp_path, st
     assert_same_run(tmp_path / "whole", tmp_path / "resumed", rtol=0)
 
 
+class Requeued(BaseException):
+    """What submitit's requeue handler does last: it raises SystemExit (a BaseException) to end the job."""
+
+
+@pytest.fixture
+def cluster_signal(monkeypatch):
+    """A submitit-like SIGUSR2 handler (it records the checkpoints there are, then ends the job), and
+    the signal sent from the main thread right after the 2nd chunk's history is recorded (with a
+    checkpoint only every 1e6 s: none is due then but for the signal)."""
+    from rnn_sparsity import batch, experiment
+
+    seen: list = []
+
+    def submitit_like(signum, frame):
+        seen.append(sorted(artifacts.checkpoint_names(seen_dir[0])))
+        raise Requeued
+
+    seen_dir: list = []
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    for module in (experiment, batch):
+        rows, calls = module.records_to_rows, []
+
+        def signalling(*args, _rows=rows, _calls=calls, **kwargs):
+            _calls.append(1)
+            if len(_calls) == 2:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return _rows(*args, **kwargs)
+        monkeypatch.setattr(module, "records_to_rows", signalling)
+    yield seen, seen_dir, submitit_like
+    signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_cluster_requeue_signal_is_held_until_a_checkpoint_is_written(tmp_path, cluster_signal, caplog):
+    """submitit's handler runs at the next chunk boundary, after a checkpoint of that position: the
+    requeued job resumes from there (not from the last periodic checkpoint) and ends as if never stopped."""
+    seen, seen_dir, handler = cluster_signal
+    overrides = ["precision=float64", "regularizer.strength=1e-3", "checkpoint.every_s=1e6"]
+    seen_dir.append(tmp_path / "requeued")
+    with pytest.raises(Requeued):
+        run(compose_cfg(*overrides), tmp_path / "requeued")
+    assert seen == [["0000000002"]] and signal.getsignal(signal.SIGUSR2) is handler  # handed over, restored
+    assert not artifacts.is_done(tmp_path / "requeued")
+    with caplog.at_level("INFO"):
+        run(compose_cfg(*overrides), tmp_path / "requeued")  # the requeued job
+    assert "step 40 (stage 0, 2 chunks done)" in caplog.text
+    run(compose_cfg(*overrides), tmp_path / "whole")
+    assert_same_run(tmp_path / "whole", tmp_path / "requeued", rtol=0)
+
+
+def test_a_batch_holds_the_requeue_signal_until_every_member_is_checkpointed(tmp_path, cluster_signal, caplog):
+    seen, seen_dir, _ = cluster_signal
+    grid = [["precision=float64", "checkpoint.every_s=1e6", f"seed={seed}"] for seed in (0, 1)]
+    dirs = [tmp_path / "batch" / str(i) for i in range(2)]
+    seen_dir.append(dirs[1])
+    outcomes = None
+    with pytest.raises(Requeued):
+        outcomes = run_batch([compose_cfg(*o) for o in grid], dirs)
+    assert outcomes is None and seen == [["0000000001"]]  # the 2nd call: the last member of chunk 1
+    with caplog.at_level("INFO"):
+        outcomes = run_batch([compose_cfg(*o) for o in grid], dirs)
+    assert all(isinstance(o, dict) for o in outcomes) and caplog.text.count("step 20 (stage 0, 1 chunks done)") == 2
+    whole = [tmp_path / "whole" / str(i) for i in range(2)]
+    run_batch([compose_cfg(*o) for o in grid], whole)
+    for a, b in zip(whole, dirs):
+        assert_same_run(a, b, rtol=0)
+
+
 def test_minibatches_early_stopping_and_window_probes_resume_exactly(tmp_path, stop_after, caplog):
     """Iris: per-epoch shuffles from the data key in the state, the best epoch, the patience counter and
     the window-accuracy and loss probes' samples all continue where they were."""

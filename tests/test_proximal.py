@@ -10,7 +10,17 @@ import pytest
 
 from rnn_sparsity.proximal import fista
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every test here in float64, whatever precision the tests before it in this process left on
+    (a run sets it: experiment.set_precision); restored after."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
 
 A = np.random.default_rng(0).normal(size=(30, 10))
 B = np.random.default_rng(1).normal(size=30)

@@ -8,8 +8,8 @@ launched, each job is composed (as the basic sweeper does to check it composes) 
 looked at: a run that is complete (DONE, status completed or diverged) and whose `fingerprint` equals
 the sha256 of this job's config (rnn_sparsity.artifacts.config_fingerprint: all but Hydra's node and
 keys that do not change results, such as `progress`) is skipped. It is not launched at all, so no byte
-and no mtime of its directory changes, and its stored final loss is its job's return value. The other
-jobs are launched with their own numbers: the vmap launcher gets them all at once (`launch_indexed`),
+and no mtime of its directory changes, and its stored objective (rnn_sparsity.artifacts.objective_value)
+is its job's return value. The other jobs are launched with their own numbers: the vmap launcher gets them all at once (`launch_indexed`),
 so they still group into vmapped programs; another launcher gets each run of consecutive job numbers.
 The log says how many jobs were skipped and how many start.
 
@@ -65,7 +65,8 @@ class ResumeSweeper(BasicSweeper):
         return returns
 
     def _sweep_batch(self, batch: Sequence[Sequence[str]], first: int) -> List[JobReturn]:
-        from rnn_sparsity.artifacts import config_fingerprint, finished_metrics, latest_checkpoint, read_fingerprint
+        from rnn_sparsity.artifacts import (config_fingerprint, finished_metrics, latest_checkpoint, objective_value,
+                                            read_fingerprint)
 
         start = time.perf_counter()
         results: Dict[int, JobReturn] = {}
@@ -86,7 +87,7 @@ class ResumeSweeper(BasicSweeper):
                 if take is not None:  # not launched: the kept composition is dropped
                     take(self.config, list(overrides))
                 ret = JobReturn(overrides=list(overrides), working_dir=str(run_dir), status=JobStatus.COMPLETED,
-                                _return_value=finished.get("final_loss"))
+                                _return_value=objective_value(composed.objective, finished))
                 ret.task_name = str(composed.hydra.job.name)
                 results[idx] = ret
             else:

@@ -90,19 +90,25 @@ class VmapLauncher(Launcher):
             cfgs.append(composed["cfg"])
             run_dirs.append(Path(ret.hydra_cfg.hydra.runtime.output_dir))
             log_files.append(_log_file(ret))
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the last job's file handler off
+            # the job's file handler off, as the basic launcher does: the next job's line is not in its log
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         logging.getLogger("jax").setLevel(logging.WARNING)
-        from rnn_sparsity.batch import run_batch  # JAX is imported here, in the process that trains
+        from rnn_sparsity.artifacts import objective_value
 
-        outcomes = run_batch(cfgs, run_dirs, batch_size=self.batch_size, progress=self.progress,
-                             log_files=log_files)
-        for ret, outcome in zip(returns, outcomes):
+        outcomes = self.run_jobs(cfgs, run_dirs, log_files)
+        for ret, cfg, outcome in zip(returns, cfgs, outcomes):
             if isinstance(outcome, BaseException):
                 ret.status, ret.return_value = JobStatus.FAILED, outcome
             else:
-                ret.status, ret.return_value = JobStatus.COMPLETED, outcome.get("final_loss")
+                ret.status, ret.return_value = JobStatus.COMPLETED, objective_value(cfg.objective, outcome)
         return returns
+
+    def run_jobs(self, cfgs: list, run_dirs: list, log_files: list) -> list:
+        """Train and write the composed jobs: each run's metrics, or the error that ended it."""
+        from rnn_sparsity.batch import run_batch  # JAX is imported here, in the process that trains
+
+        return run_batch(cfgs, run_dirs, batch_size=self.batch_size, progress=self.progress, log_files=log_files)
 
 
 class ComposedOnce:
