@@ -69,11 +69,18 @@ def job_ids(sweep_dir: Path) -> list[str]:
     return [name for name in names if not any(other.startswith(f"{name}_") for other in names)]
 
 
-def states(ids: list[str], env: dict) -> set[str]:
-    """Each job's final state in SLURM's accounting (sacct), as the scheduler recorded it."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", ",".join(ids)], capture_output=True,
-                         text=True, env=env, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+def states(ids: list[str], env: dict, settle_s: float = 60) -> set[str]:
+    """The jobs' final states in SLURM's accounting (sacct), as the scheduler recorded them: slurmdbd
+    records a job's end a moment after the job has ended (COMPLETING, or a requeued job's REQUEUED
+    record first), so this waits up to settle_s for every job to have a final state."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", ",".join(ids)], capture_output=True,
+                             text=True, env=env, check=True).stdout
+        found = {line.split()[0] for line in out.splitlines() if line.strip()}
+        if not found & {"PENDING", "RUNNING", "COMPLETING", "REQUEUED"} or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
