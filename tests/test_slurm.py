@@ -1,8 +1,8 @@
 """Sweeps through a real SLURM cluster (scripts/local-slurm.sh: slurmctld, slurmd, slurmdbd on this
 machine, no mocked scheduler): hydra/launcher=submitit_slurm and the vmap launcher's cluster mode
-complete and aggregate, a job cancelled mid-training resumes when the sweep is run again, and a job
+complete and aggregate, a job cancelled mid-training resumes when the sweep is run again, a job
 that gets the scheduler's requeue signal (what SLURM sends before a time limit or a preemption)
-checkpoints at once, is requeued and resumes. Marked `slurm` (`pytest -m slurm`, .ci/run); skipped,
+checkpoints at once, is requeued and resumes, and so does one that reaches a real 1-minute time limit. Marked `slurm` (`pytest -m slurm`, .ci/run); skipped,
 with the script's reason, where no cluster can be started (not root, no slurm-wlm and no apt)."""
 
 from __future__ import annotations
@@ -149,3 +149,24 @@ def test_a_job_given_the_requeue_signal_checkpoints_then_and_resumes_requeued(tm
     assert states(job_ids(requeued), slurm) == {"COMPLETED"}
     for i in range(2):
         assert_same_run(reference / str(i), requeued / str(i), rtol=0)
+
+
+def test_a_job_reaching_its_time_limit_is_requeued_and_resumes_to_the_same_files(tmp_path, slurm):
+    """The real thing: a 1-minute time limit, SIGUSR2 from SLURM 40 s before it (submitit's
+    --signal=USR2@40; SLURM looks every ~30 s), about 50 s of training: at least one requeue at the time
+    limit, each attempt resuming from the checkpoint written when the signal came."""
+    longer = [*LONG, "optimizer.steps=80000", "checkpoint.every_s=1e6"]
+    reference = tmp_path / "whole"
+    assert sweep(["hydra/launcher=vmap", *longer], reference) == 0, output(reference)
+    limited = tmp_path / "limited"
+    args = ["hydra/launcher=vmap_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=1",
+            "hydra.launcher.signal_delay_s=40", "hydra.launcher.poll_s=0.5", *longer]
+    assert sweep(args, limited, slurm) == 0, output(limited)
+    [job] = job_ids(limited)
+    text = (limited / ".submitit" / job / f"{job}_0_log.err").read_text()
+    requeues = text.count(f"Requeued job {job}")
+    assert requeues >= 1 and "this job is timed-out" in text
+    steps = [int(s) for s in re.findall(r"resuming from checkpoint \S+: step (\d+)", text)]
+    assert len(steps) == 2 * requeues and all(s > 0 for s in steps), text[-3000:]
+    for i in range(2):
+        assert_same_run(reference / str(i), limited / str(i), rtol=0)
