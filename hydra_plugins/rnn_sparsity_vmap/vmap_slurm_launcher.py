@@ -63,4 +63,5 @@ class VmapSlurmLauncher(VmapLauncher):
 
         cluster = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
                    for key, value in self.cluster.items()}
-        return run_on_cluster(cfgs, run_dirs, log_files, cluster, poll_s=float(cluster.pop("poll_s", 2.0)))
+        poll_s = float(cluster.pop("poll_s", 2.0))
+        return run_on_cluster(cfgs, run_dirs, log_files, cluster, poll_s=poll_s)
