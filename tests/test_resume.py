@@ -107,3 +107,34 @@ def test_another_launcher_gets_each_run_of_consecutive_jobs(tmp_path):
         assert artifacts.is_done(runs[i])
         assert artifacts.read_metrics(runs[i])["final_loss"] == pytest.approx(loss, rel=1e-6)
         assert artifacts.read_job_number(runs[i]) == i
+
+
+class Loader:
+    """Stands for Hydra's config loader: counts its compositions."""
+
+    calls = 0
+
+    def load_sweep_config(self, master, overrides):
+        Loader.calls += 1
+        return {"overrides": list(overrides), "call": Loader.calls}
+
+    def other(self):
+        return "the wrapped loader's"
+
+
+def test_a_job_composed_by_the_sweeper_is_not_composed_again_by_its_launcher():
+    """ComposedOnce (installed by the resume sweeper and the vmap launcher): the second composition of
+    a job's overrides is the first one's result, a third composes anew; pickled (joblib's workers,
+    submitit's jobs) it keeps nothing and still composes through the wrapped loader."""
+    import pickle
+
+    from rnn_sparsity.composition import ComposedOnce
+
+    loader, master = ComposedOnce(Loader()), object()
+    first = loader.load_sweep_config(master, ["seed=1"])
+    assert loader.load_sweep_config(master, ["seed=1"]) is first and Loader.calls == 1  # the launcher's: kept
+    assert loader.load_sweep_config(master, ["seed=1"])["call"] == 2  # no longer kept
+    assert loader.load_sweep_config(object(), ["seed=1"])["call"] == 3  # another sweep's master config
+    assert loader.other() == "the wrapped loader's"
+    copy = pickle.loads(pickle.dumps(loader))
+    assert copy.kept == {} and copy.load_sweep_config(master, ["seed=2"])["overrides"] == ["seed=2"]

@@ -30,6 +30,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,12 @@ ConfigStore.instance().store(group="hydra/sweeper", name="resume", node=ResumeSw
 
 
 class ResumeSweeper(BasicSweeper):
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        from rnn_sparsity.composition import compose_once  # no JAX there
+
+        compose_once(hydra_context)  # each job's composition here is the one its launcher runs
+
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params_conf = self._parse_config()
@@ -83,9 +90,7 @@ class ResumeSweeper(BasicSweeper):
             resume = bool(composed.get("resume", True))
             finished = finished_metrics(run_dir, fingerprint) if resume else None
             if finished is not None:
-                take = getattr(self.hydra_context.config_loader, "take", None)
-                if take is not None:  # not launched: the kept composition is dropped
-                    take(self.config, list(overrides))
+                self.hydra_context.config_loader.take(self.config, list(overrides))  # not launched: dropped
                 ret = JobReturn(overrides=list(overrides), working_dir=str(run_dir), status=JobStatus.COMPLETED,
                                 _return_value=objective_value(composed.objective, finished))
                 ret.task_name = str(composed.hydra.job.name)

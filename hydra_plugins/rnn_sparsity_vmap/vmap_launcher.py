@@ -11,10 +11,8 @@ configuration and trains each group as one vmapped program (groups of one take t
 job's return value is its final loss, as the app returns; a failed job reads FAILED, and Hydra raises
 its error once every job has run.
 
-Composing a job's config costs Hydra ~0.4 s here, and a sweep composes each job twice: the sweeper
-composes every job of a batch to check it can be composed, then the launcher composes it again. This
-launcher keeps the sweeper's result (`ComposedOnce`, wrapping the config loader in the shared
-HydraContext) and launches from it, so each job is composed once.
+Each job is composed once: the sweeper's composition of a job (to check it composes) is kept and
+launched from (rnn_sparsity/composition.py, installed here and by the resume sweeper).
 
 This module imports neither JAX nor rnn_sparsity until it launches: Hydra imports every plugin at start
 (with exec_module, outside sys.modules: hence no `from __future__ import annotations`, which breaks the
@@ -62,8 +60,9 @@ class VmapLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        if not isinstance(hydra_context.config_loader, ComposedOnce):  # the sweeper holds the same context
-            hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
+        from rnn_sparsity.composition import compose_once  # no JAX there
+
+        compose_once(hydra_context)  # the sweeper's composition of each job serves the launch
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         return self.launch_indexed(list(enumerate(job_overrides, start=initial_job_idx)))
@@ -109,29 +108,6 @@ class VmapLauncher(Launcher):
         from rnn_sparsity.batch import run_batch  # JAX is imported here, in the process that trains
 
         return run_batch(cfgs, run_dirs, batch_size=self.batch_size, progress=self.progress, log_files=log_files)
-
-
-class ComposedOnce:
-    """A config loader that keeps each sweep config it composes until the launcher takes it: the
-    sweeper's check that a batch composes (Sweeper.validate_batch_is_legal) then serves the launch.
-    Everything else is the wrapped loader's."""
-
-    def __init__(self, loader) -> None:
-        self.loader = loader
-        self.kept: dict = {}
-
-    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list) -> DictConfig:
-        composed = self.loader.load_sweep_config(master_config, sweep_overrides)
-        self.kept[(id(master_config), tuple(sweep_overrides))] = composed
-        return composed
-
-    def take(self, master_config: DictConfig, sweep_overrides: list) -> DictConfig:
-        """The kept config of these overrides (composed again if there is none), no longer kept."""
-        kept = self.kept.pop((id(master_config), tuple(sweep_overrides)), None)
-        return kept if kept is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
-
-    def __getattr__(self, name: str):
-        return getattr(self.loader, name)
 
 
 def _collector(store: dict) -> TaskFunction:
