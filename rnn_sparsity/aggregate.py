@@ -185,8 +185,8 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
 def sweep_dirs(paths: Iterable[Path | str]) -> list[Path]:
     """Every sweep dir (holding Hydra's multirun.yaml, or an Optuna search's results) at any depth below
     `paths`. An Optuna search still running has neither: its runs count as runs outside any sweep."""
-    return sorted({record.parent.resolve() for root in map(Path, paths) for name in SWEEP_RECORDS
-                   for record in root.rglob(name)})
+    return sorted({record.parent.resolve() for root in map(Path, paths) for record in root.rglob("*.yaml")
+                   if record.name in SWEEP_RECORDS})  # one walk of the tree for both names
 
 
 def best_trial(sweep_dir: Path) -> str | None:

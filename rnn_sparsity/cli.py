@@ -6,6 +6,7 @@ allowed; unknown keys and unknown group options are refused by Hydra itself when
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -110,7 +111,10 @@ def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
     signal to a socket (signal.set_wakeup_fd); a daemon thread waiting on it gives the main thread
     `grace_s` to unwind through KeyboardInterrupt, then ends the process itself with os._exit(130).
 
-    SIGINT is unblocked and given Python's handler first: a process inherits its parent's signal mask
+    The Python-level handler (raising KeyboardInterrupt) wakes the watcher too: a KeyboardInterrupt
+    raised where it is only printed (a gc callback) must not leave the process running.
+
+    SIGINT is unblocked and given that Python handler first: a process inherits its parent's signal mask
     and an ignored SIGINT (a test runner's worker, a job runner), and either would make every Ctrl-C
     vanish. Threads started later (XLA's) inherit the unblocked mask.
     """
@@ -118,13 +122,8 @@ def exit_on_interrupt(grace_s: float = GRACE_S) -> None:
     writer.setblocking(False)
 
     def interrupt(signum, frame):
-        # The wakeup fd is written by the C-level handler; this Python-level one tells the watcher too, as
-        # the KeyboardInterrupt it raises can be swallowed (raised inside a gc callback it is only printed
-        # as "Exception ignored", seen in CI) and the process must end all the same.
-        try:
+        with contextlib.suppress(OSError):  # the wakeup fd's byte may have filled the socket already
             writer.send(bytes([signal.SIGINT]))
-        except OSError:
-            pass
         raise KeyboardInterrupt
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])

@@ -62,9 +62,6 @@ class BatchJob:
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
-    def __len__(self) -> int:
-        return len(self.cfgs)
-
 
 def portable(outcome: Any) -> Any:
     """An outcome as it can travel back from the node: an error that does not pickle becomes a
@@ -108,14 +105,20 @@ def executor_parameters(launcher_cfg: dict) -> dict[str, Any]:
     return params
 
 
-def run_on_cluster(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_files: Sequence[Path | None],
-                   launcher_cfg: dict, poll_s: float = 1.0) -> list[Any]:
-    """Submit the runs as cluster jobs, wait for them all, and return each run's metrics or error."""
-    import submitit
-
-    cluster = launcher_cfg["cluster"]
+def check_cluster(cluster: str) -> str:
+    """The launcher's `cluster` key, refused (before any job is composed) unless submitit can run it here."""
     if cluster not in CLUSTERS:
         raise ValueError(f"hydra.launcher.cluster={cluster}: must be one of {' | '.join(CLUSTERS)}")
+    return cluster
+
+
+def run_on_cluster(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_files: Sequence[Path | None],
+                   launcher_cfg: dict) -> list[Any]:
+    """Submit the runs as cluster jobs (launcher_cfg: the vmap_slurm launcher's keys), wait for them
+    all, polling every `poll_s`, and return each run's metrics or error."""
+    import submitit
+
+    cluster = check_cluster(launcher_cfg["cluster"])
     outcomes: list[Any] = [None] * len(cfgs)
     jobs, refused = plan_jobs(cfgs, run_dirs, log_files, launcher_cfg["batch_size"])
     for i, err in refused.items():
@@ -147,7 +150,7 @@ def run_on_cluster(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_fil
                      time.perf_counter() - start, len(results) - failed, len(results),
                      f", {failed} failed: {first_error(results)}" if failed else "", len(pending))
         if pending:
-            time.sleep(poll_s)
+            time.sleep(launcher_cfg["poll_s"])
     return outcomes
 
 

@@ -26,13 +26,23 @@ def test_jobs_are_whole_groups_or_batches_of_them_and_invalid_runs_are_refused_b
     assert jobs == [[0, 1], [3, 4], [5], [2]]
 
 
-def test_executor_parameters_name_submitits_keys():
+def test_executor_parameters_are_ones_submitit_accepts():
+    """Every key is one of submitit's (checked against its own lists, so a name it does not know, as
+    slurm_max_num_timeout among the update parameters once was, fails here and not on a login node)."""
+    import submitit
+
     cfg = {"timeout_min": 30, "name": "cli", "signal_delay_s": 60, "cpus_per_task": 4, "gpus_per_node": 1,
-           "mem_gb": None, "partition": "gpu", "qos": None, "setup": ["module load cuda"],
-           "additional_parameters": {"exclusive": True}}
-    assert executor_parameters(cfg) == {
+           "mem_gb": None, "partition": "gpu", "qos": None, "account": "lab", "constraint": "a100",
+           "setup": ["module load cuda"], "additional_parameters": {"exclusive": True}}
+    params = executor_parameters(cfg)
+    assert params == {
         "timeout_min": 30, "name": "cli", "slurm_signal_delay_s": 60, "cpus_per_task": 4, "gpus_per_node": 1,
-        "slurm_partition": "gpu", "slurm_setup": ["module load cuda"], "slurm_additional_parameters": {"exclusive": True}}
+        "slurm_partition": "gpu", "slurm_account": "lab", "slurm_constraint": "a100",
+        "slurm_setup": ["module load cuda"], "slurm_additional_parameters": {"exclusive": True}}  # None: left out
+    shared, slurm = submitit.AutoExecutor._valid_parameters(), submitit.SlurmExecutor._valid_parameters()
+    unknown = [key for key in params
+               if key not in shared and not (key.startswith("slurm_") and key[len("slurm_"):] in slurm)]
+    assert not unknown
 
 
 def test_a_sweep_through_submitits_local_executor_writes_what_the_vmap_launcher_writes(tmp_path):
@@ -50,8 +60,9 @@ def test_a_sweep_through_submitits_local_executor_writes_what_the_vmap_launcher_
         assert_same_run(tmp_path / "inprocess" / str(i), tmp_path / "local" / str(i), rtol=0)
 
 
-def test_an_unknown_cluster_is_refused():
-    from rnn_sparsity.cluster import run_on_cluster
+def test_an_unknown_cluster_is_refused_when_the_launcher_is_made():
+    from hydra_plugins.rnn_sparsity_vmap.vmap_slurm_launcher import VmapSlurmLauncher
 
     with pytest.raises(ValueError, match="hydra.launcher.cluster=pbs: must be one of slurm | local"):
-        run_on_cluster([compose_cfg()], ["x"], [None], {"cluster": "pbs", "batch_size": None})
+        VmapSlurmLauncher(cluster="pbs")
+    assert VmapSlurmLauncher(cluster="local", batch_size=2).cluster == {"batch_size": 2, "cluster": "local"}

@@ -109,6 +109,7 @@ def test_each_job_returns_its_objective_also_when_a_rerun_skips_it(tmp_path, lau
     returned = multirun_returns(tmp_path, *grid)
     metrics = {n: artifacts.read_metrics(tmp_path / str(n)) for n in (0, 1)}
     assert [metrics[n]["status"] for n in (0, 1)] == ["completed", "diverged"]
+    assert set(artifacts.RUN_METRICS) <= set(metrics[0])  # what objective.metric may name, every run writes
     assert returned == [metrics[0]["test_accuracy"], -math.inf]
     assert multirun_returns(tmp_path, *grid) == returned  # both skipped: their stored objective
 

@@ -8,8 +8,8 @@ run directory, `.hydra/` records and log file the basic launcher gives it. Then,
 task function once per job, it hands all of them to `rnn_sparsity.batch.run_batch`, which validates
 each (a bad job fails alone, with its message, recorded in its metrics.json), groups them by static
 configuration and trains each group as one vmapped program (groups of one take the serial path). Each
-job's return value is its final loss, as the app returns; a failed job reads FAILED, and Hydra raises
-its error once every job has run.
+job's return value is its objective (rnn_sparsity.artifacts.objective_value), as the app returns; a
+failed job reads FAILED, and Hydra raises its error once every job has run.
 
 Each job is composed once: the sweeper's composition of a job (to check it composes) is kept and
 launched from (rnn_sparsity/composition.py, installed here and by the resume sweeper).

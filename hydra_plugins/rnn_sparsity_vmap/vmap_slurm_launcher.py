@@ -56,6 +56,9 @@ ConfigStore.instance().store(group="hydra/launcher", name="vmap_slurm", node=Vma
 class VmapSlurmLauncher(VmapLauncher):
     def __init__(self, batch_size: Optional[int] = None, **cluster: Any) -> None:
         super().__init__(batch_size=batch_size, progress=False)  # no bar on a node: one log line per chunk
+        from rnn_sparsity.cluster import check_cluster  # no JAX there
+
+        check_cluster(cluster["cluster"])
         self.cluster = {"batch_size": self.batch_size, **cluster}
 
     def run_jobs(self, cfgs: list, run_dirs: list, log_files: list) -> list:
@@ -63,5 +66,4 @@ class VmapSlurmLauncher(VmapLauncher):
 
         cluster = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
                    for key, value in self.cluster.items()}
-        poll_s = float(cluster.pop("poll_s", 2.0))
-        return run_on_cluster(cfgs, run_dirs, log_files, cluster, poll_s=poll_s)
+        return run_on_cluster(cfgs, run_dirs, log_files, cluster)
