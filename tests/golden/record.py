@@ -1,14 +1,19 @@
-"""Record the golden metrics (seed 0) that tests/test_golden.py reproduces.
+"""Record the golden metrics (seed 0) that tests/test_golden.py reproduces, for this machine's numerics.
 
-Run once, on the code a refactor starts from, and commit the JSON it writes:
-    .venv/bin/python tests/golden/record.py          (about 5 minutes on 2 cores)
-Each case is a study preset restricted to seed 0 (and, where the preset is large, a few of its
-grid points), run through the real CLI as a multirun; the metrics.json of every job is kept with
-the overrides that made it.
+Rounding differs across machines and training amplifies it (tests/golden/numerics.py), so a case file
+holds one record per numerics key: {"preset", "overrides", "platforms": {key: {"about", "commit",
+"recorded", "jobs"}}}. Running this adds (or replaces) the record of this machine's key, keeping the
+others. Record from the code a refactor starts from, and commit the JSON:
+    .venv/bin/python tests/golden/record.py [case ...]      (about 5 minutes for all on 2 cores)
+To record an older commit, run this file with that checkout's interpreter from that checkout
+(its `python -m rnn_sparsity` is the one run). Each case is a study preset restricted to seed 0 (and,
+where the preset is large, a few of its grid points), run through the real CLI as a multirun; the
+metrics.json of every job is kept with the overrides that made it.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -26,10 +31,28 @@ CASES = {
     "flipflop": ("flipflop", ["seed=0"]),
     "iris_l1": ("iris_l1", ["regularizer.strength=0,0.00222222,0.005", "seed=0"]),
     "teacher_student_small": ("teacher_student_small", ["seed=0"]),
-    "l2_rebound_a": ("l2_rebound_a", ["seed=0"]),
+    "l2_rebound_a": ("l2_rebound_a", ["seed=0", "task.project_every=0"]),  # the preset before it had projection
     "thalamocortical": ("thalamocortical", ["model.n_units=100", "seed=0"]),
 }
 NOT_RESULTS = ("wall_s",)  # machine-dependent
+
+
+def this_numerics() -> tuple[str, dict]:
+    """The numerics key (and what it was computed on) of this interpreter on this machine."""
+    out = subprocess.run([sys.executable, str(HERE / "numerics.py")], capture_output=True, text=True, check=True)
+    about = json.loads(out.stdout)
+    return about.pop("key"), about
+
+
+def code_commit() -> str:
+    """The commit of the rnn_sparsity package that `python -m rnn_sparsity` runs ('+dirty' if changed)."""
+    out = subprocess.run([sys.executable, "-c", "import rnn_sparsity; print(rnn_sparsity.__file__)"],
+                         capture_output=True, text=True, check=True)
+    repo = Path(out.stdout.strip()).parent
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "rnn_sparsity", "conf", "sweeps"],
+                           capture_output=True, text=True).stdout.strip()
+    return (sha.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
 def run_case(preset: str, overrides: list[str], sweep_dir: Path) -> list[dict]:
@@ -46,13 +69,23 @@ def run_case(preset: str, overrides: list[str], sweep_dir: Path) -> list[dict]:
 
 def main() -> None:
     names = sys.argv[1:] or list(CASES)
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        sys.exit(f"unknown case(s) {unknown}; the cases are {sorted(CASES)}")
+    key, about = this_numerics()
+    commit = code_commit()
     for name in names:
         preset, overrides = CASES[name]
         with tempfile.TemporaryDirectory() as tmp:
             jobs = run_case(preset, overrides, Path(tmp) / name)
-        (HERE / f"{name}.json").write_text(json.dumps({"preset": preset, "overrides": overrides, "jobs": jobs},
-                                                      indent=1, sort_keys=True) + "\n")
-        print(f"{name}: {len(jobs)} jobs recorded")
+        path = HERE / f"{name}.json"
+        record = json.loads(path.read_text()) if path.exists() else {}
+        if (record.get("preset"), record.get("overrides")) != (preset, overrides):
+            record = {"preset": preset, "overrides": overrides, "platforms": {}}  # the case changed: start over
+        record["platforms"][key] = {"about": about, "commit": commit, "jobs": jobs,
+                                    "recorded": datetime.date.today().isoformat()}
+        path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        print(f"{name}: {len(jobs)} jobs recorded for numerics {key} ({commit})")
 
 
 if __name__ == "__main__":
