@@ -37,6 +37,7 @@ def test_a_batched_grid_writes_what_serial_runs_write(tmp_path):
     assert {s for s in statuses[:4]} == {("completed", "adam,lbfgs")}                # what they were set up to
 
 
+@pytest.mark.slow  # ~18 s cold; test_vmap_launcher checks the same through the CLI
 def test_a_bad_member_fails_alone(tmp_path):
     good = [compose_cfg(*BASE, f"seed={seed}") for seed in (0, 1)]
     bad = compose_cfg(*BASE, "regularizer.strength=-1")

@@ -45,6 +45,7 @@ def test_executor_parameters_are_ones_submitit_accepts():
     assert not unknown
 
 
+@pytest.mark.slow  # two sweeps, one through submitit's local executor (~20 s); tests/test_slurm.py runs the same path
 def test_a_sweep_through_submitits_local_executor_writes_what_the_vmap_launcher_writes(tmp_path):
     grid = [*TINY, "precision=float64", "regularizer.strength=0,0.01", "seed=0"]
     for name, launcher in (("inprocess", ["hydra/launcher=vmap"]),

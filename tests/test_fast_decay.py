@@ -32,6 +32,7 @@ def test_task_loss_is_the_lyapunov_decay_plus_weighted_terms_and_only_u_v_train(
     assert float(jnp.abs(grads["U"]).max()) > 0.0
 
 
+@pytest.mark.slow  # its own Adam and L-BFGS programs (~20 s cold); test_vmap_launcher runs the study too
 def test_optimised_network_is_stable_and_decays_faster_than_at_init(tmp_path):
     metrics = run(compose_cfg(*SMALL, tiny=False), tmp_path)
     assert metrics["status"] == "completed" and metrics["stages"] == "adam,lbfgs"

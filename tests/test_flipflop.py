@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 from helpers import compose_cfg
 
 from rnn_sparsity import artifacts
@@ -23,6 +24,7 @@ def test_targets_hold_the_sign_of_the_last_pulse():
                 assert targets[t, b, k] == held
 
 
+@pytest.mark.slow  # training to the corners compiles its own programs (~20 s cold)
 def test_trained_flipflop_network_has_eight_stable_fixed_points_at_the_corners(tmp_path):
     """The preset (24 units, dt = tau = 1, Adam, float64) learns the task, and the trained network stores
     the 8 memories as exactly 8 stable fixed points whose readouts carry the 8 sign patterns."""

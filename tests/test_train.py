@@ -32,6 +32,7 @@ def with_strength(hyper, strength):
     return {**hyper, "regularizer": {**hyper["regularizer"], "strength": strength}}
 
 
+@pytest.mark.slow  # compiles the whole trainer twice in float64 (~20 s cold); test_batch checks batched λ runs too
 def test_vmap_over_two_strengths_equals_two_separate_calls():
     cfg, trainer, hyper = trainer_for("precision=float64")
     strengths = jnp.array([1e-3, 1.0])
