@@ -132,6 +132,7 @@ def test_a_job_is_held_to_this_machine_or_to_every_machine():
     assert sorted(unheld, key=sorted) == [frozenset({"seed=1"}), frozenset({"seed=2"})]
 
 
+@pytest.mark.slow  # two processes of float32 and float64 probes (~10 s)
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="XLA's ISA cap is an x86 flag")
 def test_the_numerics_probes_see_rounding():
     if "fma" not in here()["cpu_flags"] or "max_isa" in here()["xla_flags"]:
