@@ -73,9 +73,9 @@ def held_jobs(record: dict, key: str) -> tuple[dict[frozenset, tuple[dict, str]]
     A job is held to the record of this machine's numerics key; failing that, to the first record if
     every recorded machine agrees on it (it is portable); else it is not held."""
     seen: dict[frozenset, dict[str, dict]] = {}
-    for platform, recorded in record["platforms"].items():
+    for machine, recorded in record["platforms"].items():
         for job in recorded["jobs"]:
-            seen.setdefault(key_of(job["overrides"]), {})[platform] = job
+            seen.setdefault(key_of(job["overrides"]), {})[machine] = job
     held, unheld = {}, []
     for job_key, on in seen.items():
         first, *others = on.values()
