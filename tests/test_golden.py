@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from golden.numerics import in_own_process
 from helpers import mismatches
 from omegaconf import OmegaConf
 
@@ -31,16 +31,10 @@ ALL_CASES = ("demo", "flipflop", "iris_l1", "teacher_student_small", "l2_rebound
 QUICK = {"iris_l1": ["regularizer.strength=0", "seed=0"]}
 
 
-def numerics(**env) -> dict:
-    """This machine's numerics key and what it was computed on, in a process of its own (it turns on float64)."""
-    out = subprocess.run([sys.executable, str(GOLDEN / "numerics.py")], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env})
-    return json.loads(out.stdout)
-
-
 @functools.cache
 def here() -> dict:
-    return numerics()
+    """This machine's numerics key and what it was computed on (tests/golden/numerics.py)."""
+    return in_own_process()
 
 
 def numerics_key() -> str:
@@ -118,6 +112,13 @@ def test_recorded_cases_cover_the_studies():
     assert precisions == {"float32", "float64"}
 
 
+def test_mismatch_is_reported():
+    assert mismatches({"a": 1.0, "b": "x", "c": 0.0}, {"a": 1.0 + 1e-6, "b": "x", "c": 0.0}, 1e-9) == \
+        ["a: 1.000001 != 1.0 (rel 1e-06)"]
+    assert mismatches({"a": 1.0}, {}, 1e-5) == ["a: missing (was 1.0)"]
+    assert not mismatches({"a": 1.0, "n": None}, {"a": 1.0 + 1e-7, "n": None, "new": 3}, 1e-5)
+
+
 def test_a_job_is_held_to_this_machine_or_to_every_machine():
     def job(seed, loss):
         return {"overrides": [f"seed={seed}", "sweeps=x"], "precision": "float32", "metrics": {"final_loss": loss}}
@@ -138,7 +139,7 @@ def test_the_numerics_probes_see_rounding():
     if "fma" not in here()["cpu_flags"] or "max_isa" in here()["xla_flags"]:
         pytest.skip("needs a CPU with FMA and XLA not already held to an ISA")
     # XLA held to AVX (no fused multiply-add) rounds tanh, exp and matvecs otherwise: the probes' bits see it
-    avx = numerics(XLA_FLAGS="--xla_cpu_max_isa=AVX")
+    avx = in_own_process(XLA_FLAGS="--xla_cpu_max_isa=AVX")
     assert avx["probes"] != here()["probes"] and avx["key"] != here()["key"] and len(avx["key"]) == 12
 
 

@@ -161,7 +161,7 @@ def test_a_job_reaching_its_time_limit_is_requeued_and_resumes_to_the_same_files
     limited = tmp_path / "limited"
     args = ["hydra/launcher=vmap_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=1",
             "hydra.launcher.signal_delay_s=40", "hydra.launcher.poll_s=0.5",
-            "hydra.launcher.max_num_timeout=8", *longer]  # a slow machine needs more attempts, a fast one 2
+            "hydra.launcher.max_num_timeout=8", *longer]  # 5 attempts on this machine once (4 requeues)
     assert sweep(args, limited, slurm) == 0, output(limited)
     [job] = job_ids(limited)
     text = (limited / ".submitit" / job / f"{job}_0_log.err").read_text()

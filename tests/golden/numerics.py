@@ -80,6 +80,17 @@ def numerics_key() -> tuple[str, dict]:
     return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:12], about
 
 
+def in_own_process(**env: str) -> dict:
+    """{"key", and what it was computed on}: this file run by this interpreter (with `env` added to the
+    environment), so that float64 is not turned on in the caller."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, __file__], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
+    return json.loads(out.stdout)
+
+
 def cpuinfo(field: str) -> str:
     """The first `field` line of /proc/cpuinfo ('' where there is none)."""
     try:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from numerics import in_own_process  # this file's folder is on sys.path when it runs as a script
 from omegaconf import OmegaConf
 
 HERE = Path(__file__).parent
@@ -35,13 +36,6 @@ CASES = {
     "thalamocortical": ("thalamocortical", ["model.n_units=100", "seed=0"]),
 }
 NOT_RESULTS = ("wall_s",)  # machine-dependent
-
-
-def this_numerics() -> tuple[str, dict]:
-    """The numerics key (and what it was computed on) of this interpreter on this machine."""
-    out = subprocess.run([sys.executable, str(HERE / "numerics.py")], capture_output=True, text=True, check=True)
-    about = json.loads(out.stdout)
-    return about.pop("key"), about
 
 
 def code_commit() -> str:
@@ -72,7 +66,8 @@ def main() -> None:
     unknown = sorted(set(names) - set(CASES))
     if unknown:
         sys.exit(f"unknown case(s) {unknown}; the cases are {sorted(CASES)}")
-    key, about = this_numerics()
+    about = in_own_process()
+    key = about.pop("key")
     commit = code_commit()
     for name in names:
         preset, overrides = CASES[name]
