@@ -73,8 +73,8 @@ class BatchedTrainer:
 
     def chunk(self, index: int, n_steps: int):
         if (index, n_steps) not in self._chunks:
-            self._chunks[index, n_steps] = jax.jit(jax.vmap(
-                lambda s, h: self.trainer.run_chunk(index, n_steps, s, h)))
+            self._chunks[index, n_steps] = jax.jit(jax.vmap(  # (state, hyper, start): start is every member's
+                lambda s, h, start: self.trainer.run_chunk(index, n_steps, s, h, start), in_axes=(0, 0, None)))
         return self._chunks[index, n_steps]
 
 
@@ -199,7 +199,8 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
             for position, n_steps in chunks:
                 if not bool(jnp.any(state.running[:n])):
                     break
-                state, records = batched.chunk(index, n_steps)(state, hyper)
+                start = jnp.asarray(trainer.chunk_start(index, position), jnp.int32)
+                state, records = batched.chunk(index, n_steps)(state, hyper, start)
                 state = project_members(trainer, state, place)
                 records = jax.device_get(records)
                 done = 0

@@ -36,7 +36,7 @@ class Objective(NamedTuple):
     task: Callable[[Params], jax.Array]
     penalty: Callable[[Params], jax.Array]
     prox: Callable[[Params, Any], Params]
-    mask: Params
+    mask: Params  # M of the parameters it names (a model's `masked` ones); the others are free
     proximal: bool
 
     def smooth(self, params: Params) -> jax.Array:
@@ -45,7 +45,7 @@ class Objective(NamedTuple):
         return task if self.proximal else task + self.penalty(params)
 
     def project(self, params: Params) -> Params:
-        return jax.tree.map(lambda p, m: p * m, params, self.mask)
+        return {name: value * self.mask[name] if name in self.mask else value for name, value in params.items()}
 
 
 class Stage(NamedTuple):
@@ -159,7 +159,8 @@ class OptimizerConfig:
     loss_threshold: float = 1e-4  # adam_lbfgs: second stage runs only if the best first-stage loss is above (traced)
     lbfgs_tol: float = 0.0  # an L-BFGS stage stops once the gradient norm is <= this (0: runs all its steps; traced)
     divergence_factor: float = 1e4  # a run diverges when its loss is non-finite or above factor x initial loss (traced)
-    batch_size: int = 0  # 0: full batch; else minibatches of this size, reshuffled every epoch (last partial dropped)
+    batch_size: int = 0  # 0: full batch; else minibatches of this size, reshuffled every epoch
+    drop_last: bool = False  # minibatches: drop an epoch's last partial batch (false: keep it, as PyTorch's DataLoader)
     patience: int = 0  # minibatch training: stop after this many epochs without a lower epoch loss (0: never)
 
 

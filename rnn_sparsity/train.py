@@ -62,6 +62,11 @@ def mean_squared_rate(rates: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.sum(w * jnp.mean(rates ** 2, axis=-1, keepdims=True)) / jnp.sum(w)
 
 
+def masked(params: dict, mask: dict) -> dict:
+    """θ ⊙ M for the parameters `mask` names (a model's `masked` ones); the others as they are."""
+    return {name: value * mask[name] if name in mask else value for name, value in params.items()}
+
+
 def _where(cond, new, old):
     return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
 
@@ -70,9 +75,14 @@ class Trainer:
     """Training of one static configuration; every method is pure in (key, hyper).
 
     Full batch by default. With batch_size > 0 every step sees one minibatch (along axis 1 of the task's
-    arrays), reshuffled each epoch of n_train // batch_size steps (a last partial batch is dropped);
-    then best_params are those at the end of the epoch with the lowest mean batch loss (the epoch
-    loss), and with patience > 0 a run stops once `patience` epochs pass without a lower epoch loss.
+    arrays): epoch e is the permutation `epoch_order(data_key, e)` cut into ⌈n_train / batch_size⌉
+    consecutive batches, the last one partial (as PyTorch's DataLoader), or ⌊n_train / batch_size⌋ with
+    drop_last; then best_params are those at the end of the epoch with the lowest mean batch loss (the
+    epoch loss), and with patience > 0 a run stops once `patience` epochs pass without a lower epoch loss.
+    A chunk draws an epoch's permutation and gathers the epoch's data in that order once (when the epoch
+    starts, and at the chunk's first step), not per step: a step slices its batch, so its cost does not
+    grow with n_train. For that the chunk is told its first step in the schedule (`start`), the same for
+    every member of a vmapped batch, so the epoch's work runs under a real conditional there too.
 
     The pure pieces read the data from hyper["data"], never from `task`, whose other parts (loss
     weights, loss, initial_params, ...) are static. `for_run(task)` is the same trainer (sharing every
@@ -80,12 +90,18 @@ class Trainer:
     """
 
     def __init__(self, model: Model, task: Task, regularizer: Regularizer, stages: list[Stage],
-                 proximal: bool, chunk_steps: int, dtype, batch_size: int = 0, patience: int = 0):
+                 proximal: bool, chunk_steps: int, dtype, batch_size: int = 0, patience: int = 0,
+                 drop_last: bool = False):
         self.model, self.task, self.regularizer, self.stages = model, task, regularizer, stages
         self.proximal, self.chunk_steps, self.dtype = proximal, int(chunk_steps), dtype
         self.batch_size, self.patience = int(batch_size), int(patience)
         self.n_train = int(task.inputs.shape[1])
-        self.steps_per_epoch = self.n_train // self.batch_size if self.batch_size else 1
+        if self.batch_size:
+            full, rest = divmod(self.n_train, self.batch_size)
+            self.steps_per_epoch = full + (1 if rest and not drop_last else 0)
+            self.last_batch = rest if rest and not drop_last else 0  # size of a last partial batch (0: none)
+        else:
+            self.steps_per_epoch, self.last_batch = 1, 0
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
         self.data = task_data(task, dtype)  # this run's hyper["data"]
         self.compiled_init, self._compiled = jax.jit(self.init), set()
@@ -100,24 +116,36 @@ class Trainer:
         return view
 
     # ------------------------------------------------------------------ objective
-    def task_loss(self, params, mask, data=None, batch=None) -> jax.Array:
-        """The task loss on all training samples (of `data`, default this run's), or on the samples
-        `batch` (indices along axis 1)."""
-        return self.losses(params, mask, data, batch)[0]
+    def task_loss(self, params, mask, data=None) -> jax.Array:
+        """The task loss on all training samples of `data` (default this run's)."""
+        return self.losses(params, mask, data)[0]
 
-    def losses(self, params, mask, data=None, batch=None) -> tuple[jax.Array, jax.Array]:
-        """(task loss, activity): activity is the `mean_squared_rate` of r = model.rates(x) over the
-        loss-weighted steps and samples (0 for a model without rates)."""
+    def losses(self, params, mask, data=None, valid=None) -> tuple[jax.Array, jax.Array]:
+        """(task loss, activity) on the training samples of `data` (default this run's; a minibatch's
+        data in minibatch training): activity is the `mean_squared_rate` of r = model.rates(x) over the
+        loss-weighted steps and samples (0 for a model without rates). With `valid` (1 for a real sample,
+        0 for padding, along axis 1) both are means over the valid samples of per-sample values: a task's
+        loss is a mean over samples, so over a whole batch this is the batch loss."""
         data = self.data if data is None else data
         inputs, targets = data["inputs"], data["targets"]
         weights = jnp.asarray(self.task.loss_weights, self.dtype)
-        if batch is not None:
-            inputs, targets = inputs[:, batch], targets[:, batch]
-        outputs, states = self.model.apply(jax.tree.map(jnp.multiply, params, mask), inputs)
-        task = self.task.loss(outputs, targets, weights)
-        if self.model.rates is None:
-            return task, jnp.zeros_like(task)
-        return task, mean_squared_rate(self.model.rates(states), weights)
+        outputs, states = self.model.apply(masked(params, mask), inputs)
+        rates = None if self.model.rates is None else self.model.rates(states)
+        if valid is None:
+            task = self.task.loss(outputs, targets, weights)
+            activity = jnp.zeros_like(task) if rates is None else mean_squared_rate(rates, weights)
+            return task, activity
+
+        def per_sample(fn, *arrays):  # fn of arrays whose axis 1 is one sample, for each sample
+            return jax.vmap(lambda *a: fn(*(x[:, None] for x in a)), in_axes=1)(*arrays)
+
+        def valid_mean(values):
+            return jnp.sum(values * valid) / jnp.sum(valid)
+
+        task = valid_mean(per_sample(lambda o, t: self.task.loss(o, t, weights), outputs, targets))
+        activity = jnp.zeros_like(task) if rates is None else \
+            valid_mean(per_sample(lambda r: mean_squared_rate(r, weights), rates))
+        return task, activity
 
     def scores(self, params, data: dict, split: str = "train") -> dict[str, jax.Array]:
         """{"loss": task loss, and "accuracy" for a task with a score} of (effective) params on all the
@@ -134,20 +162,50 @@ class Trainer:
         """`scores` of this run's data, compiled once per trainer."""
         return self.compiled_scores(params, self.data, split)
 
-    def fit_loss(self, params, mask, hyper, batch=None) -> jax.Array:
+    def fit_loss(self, params, mask, hyper, batch=None, valid=None) -> jax.Array:
         """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,
-        traced). History's task_loss column records this; metrics.json keeps the two apart."""
-        task, activity = self.losses(params, mask, hyper["data"], batch)
+        traced), on the run's training data or on a minibatch's `batch` (its inputs and targets, with
+        `valid` where it is padded). History's task_loss column records this; metrics.json keeps the two
+        apart."""
+        task, activity = self.losses(params, mask, hyper["data"] if batch is None else batch, valid)
         return task + hyper["regularizer"]["activity"] * activity
 
-    def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
-        """The samples of minibatch `step`: epoch e = step // steps_per_epoch is a fresh permutation."""
-        epoch, position = step // self.steps_per_epoch, step % self.steps_per_epoch
+    # ------------------------------------------------------------------ minibatches
+    def epoch_order(self, data_key: jax.Array, epoch) -> jax.Array:
+        """The samples of epoch `epoch` in the order its batches take them: a fresh permutation of
+        0..n_train-1 (from fold_in(data_key, epoch)), padded with 0s to steps_per_epoch · batch_size."""
         order = jax.random.permutation(jax.random.fold_in(data_key, epoch), self.n_train)
-        return jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
+        pad = self.steps_per_epoch * self.batch_size - self.n_train
+        return jnp.concatenate([order, jnp.zeros(pad, order.dtype)]) if pad > 0 else order
 
-    def objective(self, mask, hyper, batch=None) -> Objective:
-        return Objective(task=lambda p: self.fit_loss(p, mask, hyper, batch),
+    def epoch_data(self, data: dict, data_key: jax.Array, epoch) -> dict:
+        """The training inputs and targets of epoch `epoch`, in `epoch_order` along axis 1: gathered once
+        an epoch, so that a step slices its batch (a gather per step costs more than the step on a CPU)."""
+        order = self.epoch_order(data_key, epoch)
+        return {name: data[name][:, order] for name in ("inputs", "targets")}
+
+    def batch_at(self, epoch_data: dict, position) -> tuple[dict, jax.Array | None]:
+        """(data, valid) of batch `position` of an epoch's data; valid (1 real, 0 padding) only when the
+        epoch ends with a partial batch, else None."""
+        batch = {name: jax.lax.dynamic_slice_in_dim(value, position * self.batch_size, self.batch_size, axis=1)
+                 for name, value in epoch_data.items()}
+        if not self.last_batch:
+            return batch, None
+        size = jnp.where(position == self.steps_per_epoch - 1, self.last_batch, self.batch_size)
+        return batch, (jnp.arange(self.batch_size) < size).astype(self.dtype)
+
+    def batch_indices(self, data_key: jax.Array, step) -> jax.Array:
+        """The samples of minibatch `step` (the real ones: a last partial batch is shorter), as indices
+        into the training data: what run_chunk's step `step` trains on."""
+        epoch, position = step // self.steps_per_epoch, step % self.steps_per_epoch
+        order = self.epoch_order(data_key, epoch)
+        indices = jax.lax.dynamic_slice(order, (position * self.batch_size,), (self.batch_size,))
+        last = self.last_batch and position == self.steps_per_epoch - 1
+        return indices[:self.last_batch] if last else indices
+
+    def objective(self, mask, hyper, batch=None, valid=None) -> Objective:
+        mask = {name: mask[name] for name in self.model.masked}  # the others are all 1: no work for them
+        return Objective(task=lambda p: self.fit_loss(p, mask, hyper, batch, valid),
                          penalty=lambda p: self.regularizer.penalty(p, hyper["regularizer"]),
                          prox=lambda p, eta: self.regularizer.prox(p, hyper["regularizer"], eta),
                          mask=mask, proximal=self.proximal)
@@ -178,16 +236,32 @@ class Trainer:
                               opt_state=stage.init(state.best_params, hyper["optimizer"], objective),
                               running=needed & ~state.diverged)
 
-    def run_chunk(self, index: int, n_steps: int, state: TrainState, hyper: dict):
-        """n_steps of stage `index` in one lax.scan; returns the state and per-step records."""
+    def chunk_start(self, index: int, position: int) -> int:
+        """The schedule's step at which chunk `position` (from 1) of stage `index` begins."""
+        return sum(stage.steps for stage in self.stages[:index]) + (position - 1) * self.chunk_steps
+
+    def run_chunk(self, index: int, n_steps: int, state: TrainState, hyper: dict, start=0):
+        """n_steps of stage `index` in one lax.scan; returns the state and per-step records.
+
+        `start` = chunk_start(index, position), unbatched under vmap: minibatch i of the chunk is batch
+        (start + i) of the schedule, which is the step count of every member still running (minibatches
+        come with single-stage optimizers). Being the same for all members, it lets the scan draw an
+        epoch's permutation under a real conditional, once per epoch, also in a vmapped batch."""
         stage = self.stages[index]
         full_batch = self.objective(state.mask, hyper)
         limit = hyper["optimizer"]["divergence_factor"] * state.init_loss
         tol = hyper["optimizer"][stage.gradient_tol] if stage.gradient_tol else 0.0  # the stage stops at ‖∇f‖ <= tol
+        spe = self.steps_per_epoch
 
-        def one_step(s: TrainState, _):
-            objective = self.objective(s.mask, hyper, self.batch_indices(s.data_key, s.step)) \
-                if self.batch_size else full_batch
+        def one_step(carry, i):
+            s, epoch = carry
+            clock = start + i
+            if self.batch_size:
+                epoch = jax.lax.cond((i > 0) & (clock % spe == 0),
+                                     lambda: self.epoch_data(hyper["data"], s.data_key, clock // spe), lambda: epoch)
+                objective = self.objective(s.mask, hyper, *self.batch_at(epoch, clock % spe))
+            else:
+                objective = full_batch
             params, opt_state, loss, task, reg, gnorm = stage.step(s.params, s.opt_state, hyper["optimizer"], objective)
             finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & (loss <= limit)
             ok = s.running & finite
@@ -198,11 +272,15 @@ class Trainer:
             s = s._replace(params=_where(ok, params, s.params), opt_state=_where(ok, opt_state, s.opt_state),
                            diverged=s.diverged | newly_diverged,
                            diverged_step=jnp.where(newly_diverged, s.step, s.diverged_step))
-            s = self._track_epochs(s, ok, loss) if self.batch_size else self._track_steps(s, ok, loss, before)
+            s = self._track_epochs(s, ok, loss, clock) if self.batch_size else self._track_steps(s, ok, loss, before)
             converged = (tol > 0) & (gnorm <= tol)  # ‖∇f‖ at the params before this step: the step is taken, then the stage ends
-            return s._replace(step=s.step + s.running.astype(jnp.int32), running=ok & ~s.stopped & ~converged), record
+            s = s._replace(step=s.step + s.running.astype(jnp.int32), running=ok & ~s.stopped & ~converged)
+            return (s, epoch), record
 
-        return jax.lax.scan(one_step, state, None, length=n_steps)
+        # minibatches: the data of the epoch the chunk starts in; a placeholder for full batch
+        epoch = self.epoch_data(hyper["data"], state.data_key, start // spe) if self.batch_size else {}
+        (state, _), records = jax.lax.scan(one_step, (state, epoch), jnp.arange(n_steps))
+        return state, records
 
     @staticmethod
     def _track_steps(s: TrainState, ok, loss, before) -> TrainState:
@@ -212,19 +290,24 @@ class Trainer:
         return s._replace(best_params=_where(improved, before, s.best_params),
                           best_loss=jnp.where(improved, loss, s.best_loss))
 
-    def _track_epochs(self, s: TrainState, ok, loss) -> TrainState:
+    def _track_epochs(self, s: TrainState, ok, loss, clock) -> TrainState:
         """Minibatches: at the end of an epoch compare its mean batch loss with the best so far; keep
-        the params of the best epoch; stop after `patience` epochs without improvement."""
-        epoch_loss = s.epoch_loss + jnp.where(ok, loss, 0.0)
-        end = ok & (s.step % self.steps_per_epoch == self.steps_per_epoch - 1)
-        mean = epoch_loss / self.steps_per_epoch
-        improved = end & (mean < s.best_epoch_loss)
-        stale = jnp.where(improved, 0, s.stale_epochs + end.astype(jnp.int32))
-        return s._replace(best_params=_where(improved, s.params, s.best_params),
-                          best_loss=jnp.where(improved, mean, s.best_loss),
-                          best_epoch_loss=jnp.where(improved, mean, s.best_epoch_loss),
-                          epoch_loss=jnp.where(end, 0.0, epoch_loss), stale_epochs=stale,
-                          stopped=s.stopped | (self.patience > 0) & (stale >= self.patience))
+        the params of the best epoch; stop after `patience` epochs without improvement. The comparison
+        runs under a conditional on the schedule's `clock` (unbatched), so only at an epoch's last step."""
+        s = s._replace(epoch_loss=s.epoch_loss + jnp.where(ok, loss, 0.0))
+
+        def end_of_epoch(s: TrainState) -> TrainState:
+            end = ok & (s.step % self.steps_per_epoch == self.steps_per_epoch - 1)
+            mean = s.epoch_loss / self.steps_per_epoch
+            improved = end & (mean < s.best_epoch_loss)
+            stale = jnp.where(improved, 0, s.stale_epochs + end.astype(jnp.int32))
+            return s._replace(best_params=_where(improved, s.params, s.best_params),
+                              best_loss=jnp.where(improved, mean, s.best_loss),
+                              best_epoch_loss=jnp.where(improved, mean, s.best_epoch_loss),
+                              epoch_loss=jnp.where(end, 0.0, s.epoch_loss), stale_epochs=stale,
+                              stopped=s.stopped | (self.patience > 0) & (stale >= self.patience))
+
+        return jax.lax.cond(clock % self.steps_per_epoch == self.steps_per_epoch - 1, end_of_epoch, lambda s: s, s)
 
     def chunk_lengths(self, index: int) -> list[int]:
         steps, k = self.stages[index].steps, self.chunk_steps
@@ -241,10 +324,10 @@ class Trainer:
             yield index, not resumed, chunks[done:] if resumed else chunks
 
     def compiled_chunk(self, index: int, n_steps: int) -> Callable:
-        """jit(run_chunk) for one stage and chunk length, compiled once per trainer."""
+        """jit(run_chunk) for one stage and chunk length, compiled once per trainer: (state, hyper, start)."""
         key = (index, n_steps)
         if key not in self._chunk_fns:
-            self._chunk_fns[key] = jax.jit(lambda s, h: self.run_chunk(index, n_steps, s, h))
+            self._chunk_fns[key] = jax.jit(lambda s, h, start: self.run_chunk(index, n_steps, s, h, start))
         return self._chunk_fns[key]
 
     def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False,
@@ -277,7 +360,8 @@ class Trainer:
                     break
                 if on_compile is not None and (index, n_steps) not in self._chunk_fns:
                     on_compile(self.stages[index].name, n_steps)
-                state, records = self.compiled_chunk(index, n_steps)(state, hyper)
+                start = jnp.asarray(self.chunk_start(index, position), jnp.int32)
+                state, records = self.compiled_chunk(index, n_steps)(state, hyper, start)
                 if between is not None:
                     state = between(state)
                 yield index, position, state, records
@@ -306,4 +390,4 @@ def make_trainer(parts, dtype) -> Trainer:
     optimizer = parts.optimizer.group_cfg
     return Trainer(model, task, regularizer, parts.optimizer.stages(proximal), proximal,
                    chunk_steps=parts.analysis.group_cfg.eig_every, dtype=dtype, batch_size=optimizer.batch_size,
-                   patience=optimizer.patience)
+                   patience=optimizer.patience, drop_last=optimizer.drop_last)
