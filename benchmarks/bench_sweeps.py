@@ -8,7 +8,7 @@ the same run (only the ratio is meaningful on a shared machine; the load average
   iris      sweeps=iris_l1 seed=0 (10 λ) with hydra/launcher=vmap  vs  the tutorial's PyTorch script
             (../shared/peers/iris_l1_torch.py: same λ grid, 1000 epochs, batch 16), in its own venv
             (.venv-peers, created with torch 2.13.0 CPU and scikit-learn when missing)
-  rebound   sweeps=l2_rebound_c (250 runs; --quick: 3 σ x 10 seeds)   vmap  vs  the basic launcher
+  rebound   sweeps=l2_rebound_c, 10 of its 20 runs per σ (250 runs; --quick: 3 σ x 10)   vmap  vs  the basic launcher
   demo      sweeps=demo (16 runs)                                      vmap  vs  the basic launcher
   sine      sweeps=sine_small (3 seeds; --quick: 300 Adam + 300 L-BFGS steps)   vmap vs basic
   compile   the demo's sweep with the vmap launcher twice, each in a new process, against an empty
@@ -142,7 +142,8 @@ def main() -> None:
     args = parser.parse_args()
     cases = set(args.only.split(","))
     print(f"{os.cpu_count()} CPUs; load average {load()}; python {sys.executable}")
-    rebound = ["sweeps=l2_rebound_c"] + (["task.noise_std=1e-05,0.00308,0.991153"] if args.quick else [])
+    rebound = ["sweeps=l2_rebound_c", "task.data_seed=range(10)"] + \
+        (["task.noise_std=1e-05,0.00308,0.991153"] if args.quick else [])
     sine = ["sweeps=sine_small"] + (["optimizer.steps=300", "optimizer.lbfgs_steps=300"] if args.quick else [])
     with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp:
         work = Path(tmp)

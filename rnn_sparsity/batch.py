@@ -47,7 +47,7 @@ from .contracts import Probe
 from .experiment import (FitResult, available_memory, check_resources, finish_probes, history_frame, make_run,
                          memory_estimate, prepare_run_dir, projected, record_failure, run, run_probes, set_precision,
                          static_key, write_run)
-from .train import Trainer, records_to_rows
+from .train import Trainer, records_to_rows, steps_in
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
         state = place(stack(states + [states[-1]] * (padded - n)))
         rows = [list(r.rows) for r in resumes]
     bar = GroupProgress(n, trainer.total_steps(), progress, what,
-                        done=sum(len(r["step"]) for member_rows in rows for r in member_rows))
+                        done=sum(steps_in(member_rows) for member_rows in rows))
     with held_requeue_signal():
         for index, begins, chunks in trainer.schedule(resumes[0] if resumes else None):
             stage = trainer.stages[index]
@@ -205,8 +205,8 @@ def fit_batch(trainer: Trainer, keys: Sequence[jax.Array], hypers: Sequence[dict
                 records = jax.device_get(records)
                 done = 0
                 for i in range(n):
-                    chunk = records_to_rows({k: v[i] for k, v in records.items()}, stage.name)
-                    done += len(chunk["step"])
+                    chunk = records_to_rows({k: v[i] for k, v in records.items()}, stage.name, trainer.history_every)
+                    done += steps_in([chunk])
                     if len(chunk["step"]):
                         rows[i].append(chunk)
                 bar.update(state, done, stage.name)

@@ -25,13 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import artifacts
-from .analysis.sparsity import sparsity_metrics
+from .analysis.sparsity import NEAR_ZERO, sparsity_metrics
 from .checkpoints import Checkpoints, hand_over, held_requeue_signal, state_template
 from .compile_cache import enable_compilation_cache
 from .components import ConfigError, Parts
 from .config import validate
 from .contracts import Probe
-from .train import RECORD_FIELDS, Trainer, make_trainer, mean_squared_rate, records_to_rows
+from .train import RECORD_FIELDS, Trainer, make_trainer, mean_squared_rate, records_to_rows, steps_in
 
 log = logging.getLogger(__name__)
 TRAINER_GROUPS = ("model", "task", "regularizer", "optimizer")  # the groups a Trainer is built from
@@ -46,7 +46,8 @@ def set_precision(precision: str) -> Any:
 
 def static_key(cfg: DictConfig, parts: Parts) -> str:
     """What fixes a trainer's shapes and compilation: the trainer's groups without their traced keys
-    (nor the task's data keys, which change only its data arrays), the precision and the chunk length.
+    (nor the task's data keys, which change only its data arrays), the precision, the chunk length and
+    the history's rows (make_trainer reads these from the analysis group).
     Runs with equal keys share a compiled trainer."""
     container = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in TRAINER_GROUPS}
     for group in TRAINER_GROUPS:
@@ -54,7 +55,7 @@ def static_key(cfg: DictConfig, parts: Parts) -> str:
             container[group].pop(key, None)
     for key in parts.task.data_keys:
         container["task"].pop(key, None)
-    container.update(precision=cfg.precision, chunk_steps=cfg.analysis.eig_every)
+    container.update(precision=cfg.precision, chunk_steps=cfg.analysis.eig_every, history=cfg.analysis.history)
     return json.dumps(container, sort_keys=True)
 
 
@@ -228,7 +229,7 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] =
         resume.restore_probes(probes)
     rows = list(resume.rows) if resume is not None else []
     bar = tqdm(total=trainer.total_steps(), disable=not progress, unit="step", dynamic_ncols=True,
-               mininterval=1.0, leave=False, initial=sum(len(r["step"]) for r in rows))
+               mininterval=1.0, leave=False, initial=steps_in(rows))
     state = resume.state if resume is not None else None  # a checkpoint at the end: no chunk is left
     compiling = CompileNotice(bar)
     with held_requeue_signal():
@@ -236,12 +237,12 @@ def fit(trainer: Trainer, key: jax.Array, hyper: dict, probes: Sequence[Probe] =
                                                           on_compile=compiling.start, resume=resume):
             compiling.done()
             if records is not None:
-                chunk = records_to_rows(records, trainer.stages[index].name)
+                chunk = records_to_rows(records, trainer.stages[index].name, trainer.history_every)
                 rows.append(chunk)
                 bar.set_description(trainer.stages[index].name, refresh=False)
                 if len(chunk["loss"]):
                     bar.set_postfix(loss=f"{chunk['loss'][-1]:.3e}", refresh=False)
-                bar.update(len(chunk["step"]))
+                bar.update(steps_in([chunk]))
             if all_finite(state.params):
                 for probe in probes:
                     probe.sample(int(state.step), state.params)
@@ -271,9 +272,11 @@ def history_frame(rows: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
 
 
-def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics and arrays of the best parameters of a finished fit: status, losses, sparsity, the task's
-    own metrics of the network's outputs and, for a task with held-out data, test loss (and accuracy)."""
+def evaluate(trainer: Trainer, state, hyper: dict,
+             near_zero: float = NEAR_ZERO) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics and arrays of the best parameters of a finished fit: status, losses, sparsity (near zero:
+    |θ| < near_zero, `analysis.near_zero`), the task's own metrics of the network's outputs and, for a task
+    with held-out data, test loss (and accuracy)."""
     params, mask = state.best_params, state.mask
     effective = jax.tree.map(jnp.multiply, params, mask)
     outputs, states = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
@@ -289,7 +292,7 @@ def evaluate(trainer: Trainer, state, hyper: dict) -> tuple[dict[str, Any], dict
     metrics = {"status": "diverged" if bool(state.diverged) else "completed",
                "final_loss": task_loss + reg_loss + activity_loss.get("activity_loss", 0.0),
                "task_loss": task_loss, "reg_loss": reg_loss, **activity_loss,
-               **sparsity_metrics(host, names), "steps": int(state.step),
+               **sparsity_metrics(host, names, near_zero), "steps": int(state.step),
                "diverged_step": int(state.diverged_step) if bool(state.diverged) else None,
                "initial_loss": float(state.init_loss)}
     if trainer.batch_size:
@@ -370,7 +373,7 @@ def write_run(cfg: DictConfig, parts: Parts, trainer: Trainer, hyper: dict, resu
     """Evaluate a finished fit and write its run directory (DONE last); returns its metrics.
     `finish(run_dir, figures)` draws the figures and then writes DONE: plots.run.draw_then_done here,
     by default, or later in a worker (batch.FigurePool)."""
-    metrics, arrays = evaluate(trainer, result.state, hyper)
+    metrics, arrays = evaluate(trainer, result.state, hyper, cfg.analysis.near_zero)
     for probe in probes:
         metrics.update(probe.metrics())
         arrays.update(probe.arrays())

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .components import OptimizerComponent, check, non_negative, positive, variant
+from .components import OptimizerComponent, check, non_negative, one_of, positive, variant
 from .proximal import fista
 
 Params = dict[str, Any]
@@ -162,6 +162,7 @@ class OptimizerConfig:
     batch_size: int = 0  # 0: full batch; else minibatches of this size, reshuffled every epoch
     drop_last: bool = False  # minibatches: drop an epoch's last partial batch (false: keep it, as PyTorch's DataLoader)
     patience: int = 0  # minibatch training: stop after this many epochs without a lower epoch loss (0: never)
+    keep: str = "best"  # minibatch training: a run returns the params of its best epoch (lowest epoch loss) | last
 
 
 class AdamLBFGS(OptimizerComponent):
@@ -182,6 +183,9 @@ class AdamLBFGS(OptimizerComponent):
         check(opt.batch_size == 0 or self.minibatches, "optimizer.batch_size", opt.batch_size,
               f"minibatches need a first-order optimizer (sgd, adam), not {opt.name}: set 0 for full batch")
         non_negative(cfg, "optimizer.patience", " (0: no early stopping)")
+        one_of(cfg, "optimizer.keep", ("best", "last"))
+        check(opt.keep == "best" or opt.batch_size, "optimizer.keep", opt.keep,
+              "last needs minibatch training (optimizer.batch_size > 0): full batch returns the lowest-loss params")
         n_train = parts.task.n_train()
         if opt.batch_size and n_train is not None:
             check(opt.batch_size <= n_train, "optimizer.batch_size", opt.batch_size,

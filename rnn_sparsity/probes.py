@@ -24,7 +24,7 @@ import numpy as np
 
 from .analysis.dynamics import FixedPointsConfig, FixedPointTracker, PCAConfig, SlowPointsConfig, analyse_dynamics
 from .analysis.eigen import eigenvalues
-from .components import AnalysisComponent, check, non_negative, positive
+from .components import AnalysisComponent, check, non_negative, one_of, positive
 from .contracts import Probe
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,8 @@ class AnalysisConfig:
     slow_points: SlowPointsConfig = field(default_factory=SlowPointsConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
     track_tasks: list[int] = field(default_factory=list)  # task indices whose fixed points are found every eig_every steps
+    history: str = "steps"  # history.parquet: a row per step | per epoch (minibatch means; eig_every a multiple of the epoch)
+    near_zero: float = 1e-4  # ε > 0: |θ| < ε counts as near zero (near_zero_fraction); the teacher-student study's 1e-4
 
 
 class Analysis(AnalysisComponent):
@@ -214,6 +216,8 @@ class Analysis(AnalysisComponent):
     def check(self, parts) -> None:
         a, cfg = self.group_cfg, self.cfg
         positive(cfg, "analysis.eig_every")
+        positive(cfg, "analysis.near_zero")
+        one_of(cfg, "analysis.history", ("steps", "epochs"))
         for key in ("n_perturbed", "n_sampled", "track_starts", "perturbation_std", "dedup_radius"):
             non_negative(cfg, f"analysis.fixed_points.{key}")
         fp = a.fixed_points

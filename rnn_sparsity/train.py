@@ -91,10 +91,11 @@ class Trainer:
 
     def __init__(self, model: Model, task: Task, regularizer: Regularizer, stages: list[Stage],
                  proximal: bool, chunk_steps: int, dtype, batch_size: int = 0, patience: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, history: str = "steps", keep: str = "best"):
         self.model, self.task, self.regularizer, self.stages = model, task, regularizer, stages
         self.proximal, self.chunk_steps, self.dtype = proximal, int(chunk_steps), dtype
         self.batch_size, self.patience = int(batch_size), int(patience)
+        self.keep_last = keep == "last"  # minibatches: return the last epoch's params, not the best epoch's
         self.n_train = int(task.inputs.shape[1])
         if self.batch_size:
             full, rest = divmod(self.n_train, self.batch_size)
@@ -102,6 +103,7 @@ class Trainer:
             self.last_batch = rest if rest and not drop_last else 0  # size of a last partial batch (0: none)
         else:
             self.steps_per_epoch, self.last_batch = 1, 0
+        self.history_every = self.steps_per_epoch if history == "epochs" else 1  # records_to_rows' `every`
         self._chunk_fns: dict[tuple[int, int], Callable] = {}
         self.data = task_data(task, dtype)  # this run's hyper["data"]
         self.compiled_init, self._compiled = jax.jit(self.init), set()
@@ -301,8 +303,9 @@ class Trainer:
             mean = s.epoch_loss / self.steps_per_epoch
             improved = end & (mean < s.best_epoch_loss)
             stale = jnp.where(improved, 0, s.stale_epochs + end.astype(jnp.int32))
-            return s._replace(best_params=_where(improved, s.params, s.best_params),
-                              best_loss=jnp.where(improved, mean, s.best_loss),
+            kept = end if self.keep_last else improved  # the params a run returns: the best epoch's or the last's
+            return s._replace(best_params=_where(kept, s.params, s.best_params),
+                              best_loss=jnp.where(kept, mean, s.best_loss),
                               best_epoch_loss=jnp.where(improved, mean, s.best_epoch_loss),
                               epoch_loss=jnp.where(end, 0.0, s.epoch_loss), stale_epochs=stale,
                               stopped=s.stopped | (self.patience > 0) & (stale >= self.patience))
@@ -370,12 +373,30 @@ class Trainer:
         return sum(stage.steps for stage in self.stages)
 
 
-def records_to_rows(records: dict, stage: str) -> dict[str, np.ndarray]:
-    """Host-side: keep the valid steps of one chunk's records as NumPy columns."""
+def records_to_rows(records: dict, stage: str, every: int = 1) -> dict[str, np.ndarray]:
+    """Host-side: the valid steps of one chunk's records as NumPy columns, one row per step; with
+    every > 1 (analysis.history=epochs: every = steps per epoch) one row per epoch of the chunk, its step
+    the epoch's last, its losses and gradient norm the means over the epoch's steps. `n_steps` counts the
+    steps a row stands for."""
     valid = np.asarray(records["valid"])
     rows = {k: np.asarray(records[k])[valid] for k in RECORD_FIELDS}
-    rows["stage"] = np.full(int(valid.sum()), stage)
+    if every > 1 and len(rows["step"]):
+        epoch = rows["step"] // every
+        starts = np.flatnonzero(np.r_[True, epoch[1:] != epoch[:-1]])
+        counts = np.diff(np.r_[starts, len(epoch)])
+        means = {k: np.add.reduceat(rows[k].astype(np.float64), starts) / counts
+                 for k in RECORD_FIELDS if k != "step"}
+        rows = {"step": rows["step"][starts + counts - 1], **{k: v.astype(rows[k].dtype) for k, v in means.items()}}
+        rows["n_steps"] = counts
+    else:
+        rows["n_steps"] = np.ones(len(rows["step"]), np.int64)
+    rows["stage"] = np.full(len(rows["step"]), stage)
     return rows
+
+
+def steps_in(rows) -> int:
+    """The training steps that history rows (records_to_rows, or a checkpoint's) stand for."""
+    return int(sum(np.sum(r["n_steps"]) if "n_steps" in r else len(r["step"]) for r in rows))
 
 
 def make_trainer(parts, dtype) -> Trainer:
@@ -390,4 +411,5 @@ def make_trainer(parts, dtype) -> Trainer:
     optimizer = parts.optimizer.group_cfg
     return Trainer(model, task, regularizer, parts.optimizer.stages(proximal), proximal,
                    chunk_steps=parts.analysis.group_cfg.eig_every, dtype=dtype, batch_size=optimizer.batch_size,
-                   patience=optimizer.patience, drop_last=optimizer.drop_last)
+                   patience=optimizer.patience, drop_last=optimizer.drop_last, keep=optimizer.keep,
+                   history=parts.analysis.group_cfg.history)

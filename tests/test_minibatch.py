@@ -90,3 +90,35 @@ def test_members_of_a_vmapped_batch_train_on_their_own_batches():
     for i in range(2):
         np.testing.assert_allclose(losses[i], single[i], rtol=1e-12)
     assert not np.allclose(single[0], single[1])
+
+
+def test_history_by_epochs_holds_each_epochs_means_of_the_per_step_rows(tmp_path):
+    from rnn_sparsity import artifacts
+    from rnn_sparsity.experiment import run
+
+    common = [o for o in STILL if not o.startswith(("optimizer.lr", "optimizer.steps", "analysis.eig_every"))]
+    cfg = [*common, "optimizer.lr=0.05", "optimizer.steps=28", "analysis.eig_every=14"]  # 4 epochs of 7
+    by_step = run(compose_cfg(*cfg, tiny=False), tmp_path / "steps")
+    by_epoch = run(compose_cfg(*cfg, "analysis.history=epochs", tiny=False), tmp_path / "epochs")
+    assert by_step["final_loss"] == by_epoch["final_loss"]
+    steps = artifacts.read_history(tmp_path / "steps")
+    epochs = artifacts.read_history(tmp_path / "epochs")
+    assert len(steps) == 28 and list(epochs["step"]) == [6, 13, 20, 27]
+    means = steps.groupby(steps["step"] // 7)[["loss", "task_loss", "grad_norm"]].mean()
+    np.testing.assert_allclose(epochs[["loss", "task_loss", "grad_norm"]].to_numpy(), means.to_numpy(), rtol=1e-12)
+
+
+def test_keep_last_returns_the_last_epochs_parameters_and_best_the_lowest_epoch_losss(tmp_path):
+    set_precision("float64")
+    common = [o for o in STILL if not o.startswith(("optimizer.lr", "optimizer.steps", "analysis.eig_every"))]
+    cfg = [*common, "optimizer.lr=0.5", "optimizer.steps=70", "analysis.eig_every=7"]  # 10 epochs, lr large: noisy
+    for keep in ("best", "last"):
+        _, trainer, hyper = make_run(compose_cfg(*cfg, f"optimizer.keep={keep}", tiny=False))
+        epoch_losses, epoch_params = [], []
+        for _, _, state, records in trainer.chunks(jax.random.key(0), hyper):
+            if records is not None:  # one chunk = one epoch
+                epoch_losses.append(float(np.mean(np.asarray(records["loss"]))))
+                epoch_params.append(np.asarray(state.params["W1"]))
+        chosen = -1 if keep == "last" else int(np.argmin(epoch_losses))
+        assert keep == "last" or chosen != len(epoch_losses) - 1, "the best epoch is the last: the check has no teeth"
+        np.testing.assert_array_equal(np.asarray(state.best_params["W1"]), epoch_params[chosen])

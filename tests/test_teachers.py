@@ -73,3 +73,43 @@ def test_dense_layers_are_channel_major_with_the_stated_widths():
 def test_an_unknown_teacher_raises_naming_the_allowed_ones():
     with pytest.raises(ValueError, match="baseline_cnn, multichannel_cnn"):
         teachers.teacher_layers("lenet")
+
+
+def test_source_parameters_list_the_banks_in_the_source_modules_order():
+    shapes = {name: [p.shape for p in teachers.source_parameters(name)] for name in teachers.TEACHERS}
+    assert shapes == {"baseline_cnn": [(1, 1, 3), (1, 1, 2), (1, 1, 2)],
+                      "multichannel_cnn": [(4, 1, 3), (4, 4, 2), (1, 4, 2)],
+                      "split_filter_cnn": [(1, 1, 3), (1, 1, 3), (1, 1, 2), (1, 1, 2), (1, 1, 2)]}
+    split = teachers.source_parameters("split_filter_cnn")  # SplitFilterCNN: layer1_weights.0, .1, layer2_weights.0, ...
+    for got, stated in zip(split, [BASE_1, SPLIT_1, BASE_2, SPLIT_2, BASE_3]):
+        np.testing.assert_array_equal(got, stated)
+    np.testing.assert_array_equal(teachers.source_parameters("multichannel_cnn")[1], MULTI_2)
+
+
+# ------------------------------------------------------------------ the study's distance (src/metrics.py)
+def test_the_studys_distance_on_a_hand_made_pair():
+    from rnn_sparsity.analysis.student_metrics import matched_weight_distance, weight_match_distance
+
+    teacher, student = np.array([1.0, -2.0]), np.array([[0.9, -2.0], [0.5e-4, 0.3]])
+    # 1.0 ↔ 0.9 and -2.0 ↔ -2.0: ‖(0.1, 0)‖ = 0.1; left over: 0.5e-4 (counts as 0) and 0.3: ‖(0, 0.3)‖ = 0.3
+    assert matched_weight_distance(teacher, student) == pytest.approx(0.4, abs=1e-12)
+    assert matched_weight_distance(teacher, student, near_zero=1e-6) == pytest.approx(0.1 + np.hypot(0.5e-4, 0.3), abs=1e-12)
+    # 1 ↔ 0 costs 1, 1 ↔ 3 costs 2: 0 is the match (1) and the left-over values add in quadrature, ‖(3, 4)‖ = 5
+    assert matched_weight_distance(np.array([1.0]), np.array([0.0, 3.0, 4.0])) == pytest.approx(6.0, abs=1e-12)
+    flipped = [np.array([1.0, -2.0])], [np.array([-1.0, 2.0])]
+    # without |·|: 1 ↔ 2 and -2 ↔ -1, ‖(-1, -1)‖ = √2; with |·| (teacher and student tanh): an exact copy
+    assert weight_match_distance(*flipped, both_tanh=False) == pytest.approx(np.sqrt(2), abs=1e-12)
+    assert weight_match_distance(*flipped, both_tanh=True) == 0.0
+    # tensors are paired in order and the pairing ends with the shorter list (the teacher's extra banks cost nothing)
+    pairs = [np.array([1.0]), np.array([2.0]), np.array([5.0])], [np.array([1.0, 0.5]), np.array([2.5])]
+    assert weight_match_distance(*pairs, both_tanh=False) == pytest.approx(0.5 + 0.5, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["baseline_cnn", "multichannel_cnn"])
+def test_a_student_holding_the_teachers_kernels_is_at_distance_zero_and_one_more_weight_costs_its_size(name):
+    from rnn_sparsity.analysis.student_metrics import weight_match_distance
+
+    kernels = teachers.source_parameters(name)
+    assert weight_match_distance(kernels, kernels, both_tanh=False) == 0.0
+    padded = [np.concatenate([k.ravel(), [0.25, 0.5e-4]]) for k in kernels]  # one extra weight, one near zero
+    assert weight_match_distance(kernels, padded, both_tanh=False) == pytest.approx(3 * 0.25, abs=1e-12)

@@ -1,4 +1,5 @@
-"""Sparsity of parameter sets: exact zeros and near zeros."""
+"""Sparsity of parameter sets: exact zeros and near zeros (|θ| < ε, ε = `analysis.near_zero`, default 1e-4:
+the teacher-student study's count of zeros, laschulz/investigating_sparseNN)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-NEAR_ZERO = 1e-4
+NEAR_ZERO = 1e-4  # the default of analysis.near_zero (probes.AnalysisConfig)
 
 
 def sparsity_metrics(params: Mapping[str, np.ndarray], names, near_zero: float = NEAR_ZERO) -> dict[str, float]:

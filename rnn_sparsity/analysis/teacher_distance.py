@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from fractions import Fraction
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -295,3 +296,139 @@ def make_generic(params: Mapping, min_gap: float = 1e-3, max_passes: int = 10_00
             v = np.where(np.abs(v) < min_gap, np.where(v < 0, -min_gap, min_gap), v)
         out[name] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rebound study's own projection (L0-and-behold/probabilistic-nonlinear-cs, l2-experiments/src/
+# NonDegenerateProjection.jl: `project_onto_F`), re-implemented from the code, not from its docstrings
+
+SOURCE_TEMPERATURE = 10  # the source's first nudge is at most 10 machine epsilons (relative)
+SOURCE_RATIO_FACTOR = 100  # a weight ratio p/q fails when p or q <= 100 · D², D the network's output width
+
+
+def _nudged(x: np.ndarray, dtype, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """The source's `pertubation` of each entry: x ← x + T·x·u·ε (x ≠ 0) or x ← x ± T·u·ε (x = 0),
+    u ~ U[0, 1), ε = the machine epsilon of `dtype`. The sum is formed in float64 (as the source's
+    Float32 · Float64 promotion does) and rounded to `dtype` on store; an entry whose float64 sum equals
+    x is drawn again with T + 1 (the source's retry, at most 10 tries)."""
+    eps = float(np.finfo(dtype).eps)
+    x64 = np.asarray(x, np.float64)
+    out = x64.copy()
+    todo = np.ones(x64.shape, dtype=bool)
+    for attempt in range(10):
+        t = temperature + attempt
+        u = rng.random(x64.shape)
+        sign = np.where(rng.random(x64.shape) < 0.5, -1.0, 1.0)
+        scaled = np.asarray(np.asarray(t * x, dtype), np.float64)  # T·x is formed in x's own type
+        candidate = np.where(x64 == 0, t * u * eps * sign, x64 + scaled * u * eps)
+        accept = todo & (candidate != x64)
+        out[accept] = candidate[accept]
+        todo &= ~accept
+        if not todo.any():
+            return out.astype(dtype)
+    raise RuntimeError(f"the source's nudge could not move {int(todo.sum())} entries in 10 tries")
+
+
+def _ratio_ok(a: Fraction, b: Fraction, bound: int) -> bool:
+    """The source's `rationality_condition_is_met`: a, b ≠ 0, a ≠ b, and |a|/|b| in lowest terms p/q
+    (of the exact values of the floats) with p > bound and q > bound."""
+    if a == 0 or b == 0 or a == b:
+        return False
+    ratio = abs(a) / abs(b)
+    return ratio.numerator > bound and ratio.denominator > bound
+
+
+def _rational_projection(column: np.ndarray, bound: int, temperature: int, rng: np.random.Generator):
+    """The source's `rationality_projection` of one column W[:, k] (the weights out of input unit k):
+    each entry that fails `_ratio_ok` with any other entry of the column as it came in is nudged by
+    x ← x·(1 ± T·u·ε) (exact, then rounded to the column's type) until it passes, T growing by one per
+    try across the column (at most 50 tries an entry). Returns (column, temperature)."""
+    dtype = column.dtype
+    eps = float(np.finfo(dtype).eps)
+    given = [Fraction(float(v)) for v in column]
+    out = column.copy()
+    for i, weight in enumerate(given):
+        others = given[:i] + given[i + 1:]
+        attempts = 0
+        while not all(_ratio_ok(weight, other, bound) for other in others):
+            for t in range(temperature, temperature + 10):  # a nudge lost in rounding is drawn again, T + 1
+                sign = 1 if rng.random() < 0.5 else -1
+                moved = Fraction(float(dtype.type(float(weight * (1 + sign * Fraction(t * rng.random() * eps))))))
+                if moved != weight:
+                    break
+            weight = moved
+            temperature += 1
+            attempts += 1
+            if attempts > 50:
+                raise RuntimeError(f"the source's rationality projection could not move {float(weight)} in 50 tries")
+        out[i] = dtype.type(float(weight))
+    return out, temperature
+
+
+def source_projection(params: Mapping, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """`project_onto_F` of the rebound study, for params {W1, b1, …, WL, bL} (W (out, in)), in their own
+    float type:
+
+      1. every parameter is nudged once (`_nudged`, T = 10): |Δθ| ≤ ~10 ε |θ|, ≤ 10 ε where θ = 0;
+      2. biases of a layer that are equal (as values: the code compares b_j = b_j', not |b_j| = |b_j'|
+         as its docstring says) are nudged until they differ;
+      3. each column of each weight matrix is nudged until every pair of its entries passes the source's
+         rationality check with bound 100·D², D = the output width (`_rational_projection`).
+
+    Step 1 moves every entry (the zero biases of a fresh teacher to ±T·u·ε); steps 2 and 3 almost never
+    fire for random floats. The source draws u from Julia's unseeded global generator; here from `rng`."""
+    n = mlp_layer_count(params)
+    bound = SOURCE_RATIO_FACTOR * int(np.shape(params[f"b{n}"])[0]) ** 2
+    out = {name: _nudged(value, np.asarray(value).dtype, SOURCE_TEMPERATURE, rng) for name, value in params.items()}
+    for l in range(1, n + 1):
+        b = out[f"b{l}"]
+        distinct = b.copy()
+        for j in range(len(b)):
+            temperature = SOURCE_TEMPERATURE
+            for _ in range(100):
+                if not np.any(np.delete(b, j) == distinct[j]):
+                    break
+                distinct[j] = _nudged(distinct[j:j + 1], b.dtype, temperature, rng)[0]
+                temperature += 1
+        out[f"b{l}"] = distinct
+        W = out[f"W{l}"]
+        temperature = SOURCE_TEMPERATURE
+        for k in range(W.shape[1]):
+            W[:, k], temperature = _rational_projection(W[:, k], bound, temperature, rng)
+    return out
+
+
+def source_is_generic(params: Mapping) -> bool:
+    """The conditions `source_projection` enforces, checked as the source's code checks them: no
+    parameter 0, the biases of a layer pairwise different, and every pair of entries of a weight
+    column passing the rationality check (bound 100·D², D the output width)."""
+    n = mlp_layer_count(params)
+    bound = SOURCE_RATIO_FACTOR * int(np.shape(params[f"b{n}"])[0]) ** 2
+    for l in range(1, n + 1):
+        W, b = np.asarray(params[f"W{l}"]), np.asarray(params[f"b{l}"])
+        if np.any(W == 0) or np.any(b == 0) or len(np.unique(b)) < len(b):
+            return False
+        for column in W.T:
+            exact = [Fraction(float(v)) for v in column]
+            if not all(_ratio_ok(a, c, bound) for i, a in enumerate(exact) for c in exact[i + 1:]):
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rebound study's curves (l2-experiments/src/ExperimentHelpers.jl: normalize, normalize_and_average)
+
+
+def min_max_normalised(curve: Sequence[float]) -> np.ndarray:
+    """(d - min d) / (max d - min d) over one run's curve; all zeros when the curve is flat (the
+    source's choice)."""
+    d = np.asarray(curve, np.float64)
+    low, high = d.min(), d.max()
+    return np.zeros_like(d) if high == low else (d - low) / (high - low)
+
+
+def normalised_mean(curves) -> np.ndarray:
+    """The source's averaged curve: each run's curve (a row) min-max normalised on its own, then the
+    mean over runs at every epoch. Every run counts alike, whatever its scale."""
+    rows = np.atleast_2d(np.asarray(curves, np.float64))
+    return np.mean([min_max_normalised(row) for row in rows], axis=0)

@@ -5,8 +5,9 @@ stride = kernel size k (the windows tile the input), followed by the activation 
 
 `channels` lists the channel counts from the input's (1) to the output's (1), `kernels` the k of each
 layer; the input length (12 for the teacher-student task) must be the product of the kernels, so the
-last layer has one position. Parameters W1, W2, … of shape (C_out, C_in, k); init Kaiming (relu) or
-Xavier (sigmoid, tanh) normal with fan_in = C_in·k, times `init_scale`. Inputs (T, B, L) as every task's.
+last layer has one position. Parameters W1, W2, … of shape (C_out, C_in, k) (PyTorch's Conv1d layout),
+initialised as the MLP's (`init`: normal | kaiming_out_xavier_uniform, models/mlp.py) with PyTorch's fans of
+a kernel, fan_in = C_in·k and fan_out = C_out·k, times `init_scale`. Inputs (T, B, L) as every task's.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from flax import linen as nn
 
 from ..components import ModelComponent, check, one_of, positive
 from ..contracts import Model
-from ..maths import ACTIVATIONS, HIDDEN_ACTIVATIONS, init_std
-from .flax import flax_model, normal_init
+from ..maths import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from .flax import flax_model
+from .mlp import INITS, weight_init
 
 
 def conv_stride_k(h: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -38,14 +40,15 @@ class CNNModule(nn.Module):
     kernels: Sequence[int]
     activation: str = "relu"
     init_scale: float = 1.0
+    init_scheme: str = "normal"  # model.init (not `init`: that is the Module's init method)
     param_dtype: jnp.dtype = jnp.float32
 
     def shape(self, l: int) -> tuple[int, int, int]:
         return self.channels[l], self.channels[l - 1], self.kernels[l - 1]
 
-    def std(self, l: int) -> float:
+    def weight_init(self, l: int):
         c_out, c_in, width = self.shape(l)
-        return self.init_scale * init_std(self.activation, c_in * width, c_out * width)
+        return weight_init(self.init_scheme, self.activation, c_in * width, c_out * width, self.init_scale)
 
     @nn.compact
     def __call__(self, inputs):
@@ -54,12 +57,12 @@ class CNNModule(nn.Module):
         t, b, length = inputs.shape
         h = inputs.reshape(t * b, 1, length)
         for l in range(1, len(self.kernels) + 1):
-            h = phi(conv_stride_k(h, self.param(f"W{l}", normal_init(self.std(l)), self.shape(l), self.param_dtype)))
+            h = phi(conv_stride_k(h, self.param(f"W{l}", self.weight_init(l), self.shape(l), self.param_dtype)))
         return h.reshape(t, b, -1)
 
     def seeded_init(self, key: jax.Array) -> dict:
         """The kernels from one split of `key` per layer (a seed's network, whatever Flax's rng folding)."""
-        return {f"W{l}": normal_init(self.std(l))(k, self.shape(l), self.param_dtype)
+        return {f"W{l}": self.weight_init(l)(k, self.shape(l), self.param_dtype)
                 for l, k in enumerate(jax.random.split(key, len(self.kernels)), start=1)}
 
 
@@ -70,7 +73,8 @@ class CNNConfig:
     channels: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # from the input's 1 to the output's 1
     kernels: list[int] = field(default_factory=lambda: [3, 2, 2])  # kernel = stride per layer; product = input length
     activation: str = "relu"  # relu | sigmoid | tanh, every layer
-    init_scale: float = 1.0
+    init_scale: float = 1.0  # s: every initial weight times this (the study: 0.2 or 1)
+    init: str = "normal"  # normal (Kaiming fan_in / Xavier normal) | kaiming_out_xavier_uniform (the study's)
 
 
 class CNN(ModelComponent):
@@ -91,6 +95,7 @@ class CNN(ModelComponent):
                   f"must start with 1 and end with the task's output width {io[1]}")
         one_of(self.cfg, "model.activation", HIDDEN_ACTIVATIONS)
         positive(self.cfg, "model.init_scale")
+        one_of(self.cfg, "model.init", INITS)
 
     def build(self, task, dtype) -> Model:
         c = self.group_cfg
@@ -98,5 +103,6 @@ class CNN(ModelComponent):
         if math.prod(kernels) != task.n_inputs or channels[-1] != task.n_outputs or channels[0] != 1:
             raise ValueError(f"model.kernels={kernels} must multiply to the input length {task.n_inputs} and "
                              f"model.channels={channels} run from 1 to {task.n_outputs}")
-        module = CNNModule(tuple(channels), tuple(kernels), c.activation, float(c.init_scale), param_dtype=dtype)
+        module = CNNModule(tuple(channels), tuple(kernels), c.activation, float(c.init_scale), c.init,
+                           param_dtype=dtype)
         return flax_model(module, task.n_inputs, dtype, seeded_init=module.seeded_init)

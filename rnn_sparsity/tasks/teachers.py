@@ -71,3 +71,14 @@ def teacher_layers(name: str) -> list[np.ndarray]:
     if name not in _TEACHERS:
         raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(_TEACHERS)}")
     return [locally_connected_matrix(filter_banks(banks, n_pos)) for banks, n_pos in _TEACHERS[name]]
+
+
+def source_parameters(name: str) -> list[np.ndarray]:
+    """The teacher's weights as the source's PyTorch module lists them (`model.parameters()` order): one
+    tensor per filter bank, layer by layer, in bank order. baseline_cnn and multichannel_cnn: one Conv1d
+    kernel (C_out, C_in, k) per layer; split_filter_cnn: both banks of layer 1, both of layer 2, then
+    layer 3's (five tensors). The source's distance (analysis/student_metrics.py) pairs these with the
+    student's weight tensors in order."""
+    if name not in _TEACHERS:
+        raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(_TEACHERS)}")
+    return [np.array(bank, dtype=np.float64) for banks, _ in _TEACHERS[name] for bank in banks]
