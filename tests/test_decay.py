@@ -18,10 +18,10 @@ from rnn_sparsity.models.lowrank_linear import connectivity, lowrank_init
 from rnn_sparsity.tasks.fast_decay import make_task as fast_decay_task
 
 
-def total_loss(params, fixed, tau, alpha=1e5, beta=0.01):
+def total_loss(params, fixed, tau, alpha=1e5, beta=0.01, cap=True):
     """The fast_decay task's loss L1 + α L2 + β L3 of the lowrank_linear model's outputs [J | w]."""
     outputs = jnp.concatenate([connectivity(params, fixed), fixed["w"][:, None]], axis=1)[None]
-    return fast_decay_task(SimpleNamespace(alpha=alpha, beta=beta), tau).loss(outputs)
+    return fast_decay_task(SimpleNamespace(alpha=alpha, beta=beta, cap=cap), tau).loss(outputs)
 
 
 def decay_time(J, tau, fraction, t_max):
@@ -78,15 +78,15 @@ def propagated(A, t_max, n_steps, start):
 
 
 # ----------------------------------------------------------------------------------- 1. eig gradients
-@pytest.mark.parametrize("j0_scale, seed", [(0.5, 3), (1.6, 4)])
-def test_total_loss_gradient_matches_central_differences(j0_scale, seed):
+@pytest.mark.parametrize("j0_scale, seed, cap", [(0.5, 3, True), (1.6, 4, True), (1.6, 4, False)])
+def test_total_loss_gradient_matches_central_differences(j0_scale, seed, cap):
     params, fixed = network(j0_scale, seed)
     assert params["U"].shape == (N_UNITS, 2)
     tau = 0.8
     unstable = float(decay.decay_losses(connectivity(params, fixed), fixed["w"], tau)["stability"]) > 0
     assert unstable == (j0_scale > 1)  # the unstable case exercises the α L2 term too
     flat, unravel = ravel_pytree(params)
-    loss = lambda x: total_loss(unravel(x), fixed, tau, 1e5, 0.01)  # noqa: E731
+    loss = lambda x: total_loss(unravel(x), fixed, tau, 1e5, 0.01, cap)  # noqa: E731 (cap=False: the source's terms)
     exact = jax.jit(jax.grad(loss))(flat)
     assert relative_error(exact, central_differences(loss, flat)) < 1e-5
 

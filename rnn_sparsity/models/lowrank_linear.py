@@ -7,6 +7,11 @@ the parameters but behind stop_gradient, so no optimizer moves them); U (N×n) a
 round(N · `rank_fraction`), are trained, each column of U and row of V renormalised to unit norm in
 the forward map (`connectivity`). `apply` has no data to run on: it returns the connectivity and the
 readout as one array, outputs (1, N, N + 1) = [J | w], which a connectivity task (fast_decay) scores.
+
+`model.init` says which generator draws them: `jax` (the run's JAX key), or `notebook`, the source
+notebook's own draw (sean-escola/thalamocortical, "Preparatory network optimization.ipynb": NumPy's
+legacy generator seeded with the run's seed, then J0, V, U, w in that order), so that seed=2, N = 500,
+rank fraction 0.1 is the network whose optimisation that notebook prints.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ..components import ModelComponent, check, positive
+from ..components import ModelComponent, check, one_of, positive
 from ..contracts import Model, Params
 
 
@@ -27,6 +33,10 @@ class LowRankLinearConfig:
     n_units: int = 500  # N
     rank_fraction: float = 0.1  # n = round(N · rank_fraction) columns of U, rows of V
     tau: float = 0.01  # time constant (s)
+    init: str = "jax"  # who draws J0, w, U, V: "jax" (the run's key) | "notebook" (the source notebook's NumPy draw)
+
+
+INITS = ("jax", "notebook")
 
 
 def lowrank_init(key: jax.Array, n_units: int, rank_fraction: float, dtype=jnp.float32) -> tuple[Params, Params]:
@@ -42,6 +52,32 @@ def lowrank_init(key: jax.Array, n_units: int, rank_fraction: float, dtype=jnp.f
     normal = lambda k, shape: std * jax.random.normal(k, shape, dtype)  # noqa: E731
     return ({"U": normal(k_u, (n_units, rank)), "V": normal(k_v, (rank, n_units))},
             {"J0": normal(k_j0, (n_units, n_units)), "w": normal(k_w, (n_units,))})
+
+
+def notebook_draw(seed: int, n_units: int, rank: int) -> tuple[np.ndarray, ...]:
+    """(J0, V, U, w) as the source notebook draws them: numpy.random.seed(seed), then randn(N, N),
+    randn(n, N), randn(N, n) and randn(N), each divided by √N (float64; a RandomState(seed) is the
+    same stream as the seeded global generator)."""
+    draw = np.random.RandomState(seed)
+    shapes = ((n_units, n_units), (rank, n_units), (n_units, rank), (n_units,))
+    return tuple(draw.randn(*shape) / np.sqrt(n_units) for shape in shapes)
+
+
+def notebook_init(key: jax.Array, n_units: int, rank_fraction: float, dtype=jnp.float32) -> tuple[Params, Params]:
+    """`lowrank_init`'s parameters, drawn by `notebook_draw` with the run's seed.
+
+    The seed is read back from the run's key: a run starts from jax.random.key(seed), whose threefry
+    key data is [0, seed] for 0 <= seed < 2³², so under vmap every member draws with its own seed (a
+    host callback, run once, at init)."""
+    data = jax.random.key_data(key)
+    if data.shape != (2,):
+        raise ValueError(f"model.init=notebook needs threefry keys (key data of shape (2,)), got {data.shape}")
+    rank = int(round(n_units * rank_fraction))
+    shapes = ((n_units, n_units), (rank, n_units), (n_units, rank), (n_units,))
+    out = tuple(jax.ShapeDtypeStruct(shape, dtype) for shape in shapes)
+    host = lambda seed: tuple(a.astype(dtype) for a in notebook_draw(int(seed), n_units, rank))  # noqa: E731
+    J0, V, U, w = jax.pure_callback(host, out, data[1], vmap_method="sequential")
+    return {"U": U, "V": V}, {"J0": J0, "w": w}
 
 
 def connectivity(params: Params, fixed: Params) -> jax.Array:
@@ -70,12 +106,17 @@ class LowRankLinear(ModelComponent):
         check(0.0 < r <= 1.0, "model.rank_fraction", r, "must satisfy 0 < rank_fraction <= 1")
         check(round(n * r) >= 1, "model.rank_fraction", r, f"gives rank round({n} * {r}) = 0: must give at least 1")
         positive(self.cfg, "model.tau")
+        one_of(self.cfg, "model.init", INITS)
+        if self.group_cfg.init == "notebook":
+            seed = self.cfg.seed
+            check(0 <= seed < 2 ** 32, "seed", seed, "model.init=notebook seeds NumPy: needs 0 <= seed < 2**32")
 
     def build(self, task, dtype) -> Model:
         cfg = self.group_cfg
 
         def init(key: jax.Array, hyper: dict) -> tuple[Params, Params]:
-            trained, fixed = lowrank_init(key, int(cfg.n_units), float(cfg.rank_fraction), dtype)
+            draw = notebook_init if cfg.init == "notebook" else lowrank_init
+            trained, fixed = draw(key, int(cfg.n_units), float(cfg.rank_fraction), dtype)
             params = {**trained, **fixed}
             return params, jax.tree.map(jnp.ones_like, params)
 
