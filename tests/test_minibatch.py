@@ -75,6 +75,7 @@ def test_an_epoch_keeps_its_last_partial_batch_unless_drop_last():
         np.testing.assert_array_equal(seen, np.concatenate(batches[:6]))  # the same order, the rest dropped
 
 
+@pytest.mark.slow  # slow: a vmapped program of its own to compile (the default suite stays within 5 minutes cold)
 def test_members_of_a_vmapped_batch_train_on_their_own_batches():
     trainer, hyper = trainer_of()
     keys = [jax.random.key(1), jax.random.key(2)]

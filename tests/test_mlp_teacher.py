@@ -277,6 +277,7 @@ def test_the_sweep_curves_are_the_normalised_mean_over_epochs_from_one(tmp_path)
     assert falling["normalised_min_epoch"] == 4 and falling["runs_dip_and_rise"] == 0
 
 
+@pytest.mark.slow  # slow: a vmapped program of its own to compile (the default suite stays within 5 minutes cold)
 def test_runs_with_other_teachers_train_as_one_program_each_from_its_own_teacher(tmp_path):
     """The source draws a teacher per run: teacher_seed is a data key, the teacher reaches the compiled start
     through hyper, so one vmapped program starts every member at its own teacher (distance 0 at δ = 0)."""
