@@ -24,8 +24,9 @@ class Model(NamedTuple):
         (e.g. sparsity s, gain), so a sweep over them needs no recompilation.
     apply(params, inputs) -> (outputs, states) over time-major inputs (T, B, n_in).
     recurrent(params) -> the effective recurrent matrix whose spectrum is tracked (None: none).
-    masked: names of structurally masked parameters: the only ones whose mask may hold 0s (training
-        multiplies these alone by their mask, in the forward pass and after every update).
+    masked: names of structurally masked parameters: the only ones whose mask may hold 0s. With none
+        (an empty tuple) training skips the mask altogether (no multiplies by 1 in the forward pass and
+        after every update); with some, every parameter is multiplied by its mask.
     rates(states) -> the firing rates of those states (None: no rates); `regularizer.activity`
         penalises their mean square.
     rate_field(params, u) -> (J, c): the model's dynamics under a static input u in the rate-network

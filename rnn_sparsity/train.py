@@ -206,7 +206,7 @@ class Trainer:
         return indices[:self.last_batch] if last else indices
 
     def objective(self, mask, hyper, batch=None, valid=None) -> Objective:
-        mask = {name: mask[name] for name in self.model.masked}  # the others are all 1: no work for them
+        mask = mask if self.model.masked else {}  # a model without a structural mask: no multiplies by 1
         return Objective(task=lambda p: self.fit_loss(p, mask, hyper, batch, valid),
                          penalty=lambda p: self.regularizer.penalty(p, hyper["regularizer"]),
                          prox=lambda p, eta: self.regularizer.prox(p, hyper["regularizer"], eta),
