@@ -65,7 +65,7 @@ def test_vmap_launcher_writes_what_the_basic_launcher_writes(tmp_path):
 
 @pytest.mark.slow
 def test_vmap_launcher_minibatch_study(tmp_path):
-    args = ["sweeps=iris_l1", "optimizer.steps=350", "regularizer.strength=0,0.002,0.005", "seed=0,1",
+    args = ["sweeps=iris_l1", "optimizer.steps=400", "regularizer.strength=0,0.002,0.005", "seed=0,1",
             "precision=float64"]
     metrics = assert_same_sweep(multirun(tmp_path, "basic", *args)[0], multirun(tmp_path, "vmap", *args)[0])
     assert {m["epochs"] for m in metrics} == {50} and all(m["test_accuracy"] > 0.5 for m in metrics)
