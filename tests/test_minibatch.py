@@ -109,7 +109,7 @@ def test_history_by_epochs_holds_each_epochs_means_of_the_per_step_rows(tmp_path
     np.testing.assert_allclose(epochs[["loss", "task_loss", "grad_norm"]].to_numpy(), means.to_numpy(), rtol=1e-12)
 
 
-def test_keep_last_returns_the_last_epochs_parameters_and_best_the_lowest_epoch_losss(tmp_path):
+def test_keep_last_returns_the_last_epochs_parameters_and_best_the_lowest_epoch_loss(tmp_path):
     set_precision("float64")
     common = [o for o in STILL if not o.startswith(("optimizer.lr", "optimizer.steps", "analysis.eig_every"))]
     cfg = [*common, "optimizer.lr=0.5", "optimizer.steps=70", "analysis.eig_every=7"]  # 10 epochs, lr large: noisy
