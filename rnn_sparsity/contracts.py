@@ -7,8 +7,9 @@ regularizers/, optimizers.py and probes.py.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from .maths import weighted_mse
@@ -33,6 +34,9 @@ class Model(NamedTuple):
         form F(x) = -x + J tanh(x) + c (maths.rate_velocity) that the fixed-point analysis solves
         (None: a model without such dynamics); time_constant τ: F is τ ẋ, so an eigenvalue λ of DF
         oscillates at Im λ / τ rad per time unit.
+    weights: the names of the parameters that are its weights (what a regularizer acts on unless told
+        otherwise: `regularizer.targets` null); None: every parameter of two or more dimensions
+        (`weight_matrices`: the weight matrices and kernels of a Flax module, not its biases).
     """
 
     init: Callable[..., tuple[Params, Params]]
@@ -42,6 +46,28 @@ class Model(NamedTuple):
     rates: Callable[[Any], Any] | None = None
     rate_field: Callable[[Params, Any], tuple[Any, Any]] | None = None
     time_constant: float = 1.0
+    weights: tuple[str, ...] | None = None
+
+    def weight_names(self, param_shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
+        """The model's weights among parameters of these shapes (`weights`, or `weight_matrices`)."""
+        return self.weights if self.weights is not None else weight_matrices(param_shapes)
+
+
+def weight_matrices(param_shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
+    """The parameters of two or more dimensions, in their order: weight matrices and convolution kernels,
+    not biases or scales (one dimension)."""
+    return tuple(name for name, shape in param_shapes.items() if len(shape) >= 2)
+
+
+def connectivity_outputs(J: Any, w: Any) -> Any:
+    """The outputs of a model for a `connectivity` task (no data; the task scores the network itself):
+    its connectivity J (N, N) and readout w (N,) as one array [J | w] of shape (1, N, N + 1)."""
+    return jnp.concatenate([J, w[:, None]], axis=1)[None]
+
+
+def split_connectivity(outputs: Any) -> tuple[Any, Any]:
+    """(J, w) from the (1, N, N + 1) outputs of `connectivity_outputs`."""
+    return outputs[0, :, :-1], outputs[0, :, -1]
 
 
 class Conditions(NamedTuple):
@@ -103,11 +129,16 @@ class Task(NamedTuple):
 class Regularizer(NamedTuple):
     """penalty(params, hyper) -> R(θ); prox(params, hyper, η) -> prox_{ηR}(params) (η a scalar or a
     pytree of per-entry step sizes); `targets` names the parameters it acts on. `hyper` is the
-    regularizer's own traced values (λ = hyper["strength"], ...)."""
+    regularizer's own traced values (λ = hyper["strength"], ...). A regularizer component builds it
+    from the model's parameter shapes and the model's weights (Model.weight_names), which it targets
+    where `regularizer.targets` is null."""
 
     penalty: Callable[[Params, dict], Any]
     prox: Callable[[Params, dict, Any], Params]
     targets: tuple[str, ...]
+    # κ(hyper): the weight of a penalty on the network's state, κ · mean squared rate over the loss-weighted
+    # steps (models with rates); None: the regularizer has none
+    state_weight: Callable[[dict], Any] | None = None
 
 
 class Probe:
@@ -118,7 +149,7 @@ class Probe:
     parameters of a fit, `completed` False when the run diverged;
     arrays() -> what joins analysis.npz; metrics() -> what joins metrics.json. Every method is
     optional: the defaults do nothing. `checkpointed` names the attributes that sample() accumulates
-    (picklable): a checkpoint inside a run stores them and a resumed run restores them (checkpoints.py).
+    (arrays, numbers, strings, lists/tuples/dicts of them, NumPy Generators): a checkpoint inside a run stores them and a resumed run restores them (checkpoints.py).
     """
 
     checkpointed: tuple[str, ...] = ()

@@ -11,6 +11,7 @@ tanh(x) Jᵀ; functions take Jᵀ where the caller keeps it transposed (the Eule
 
 Losses: the weighted mean squared error every regression task uses, softmax cross-entropy and accuracy
 for classification. Activations: one table, each entry in JAX (traced) and NumPy (float64 teachers).
+Multilayer perceptrons: the forward map that the MLP students and a teacher network of their shape share.
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ ODD_ACTIVATIONS = ("tanh",)  # φ(-z) = -φ(z): a hidden unit's sign can be flip
 def init_std(activation: str, fan_in: int, fan_out: int) -> float:
     """Kaiming (relu) or Xavier (sigmoid, tanh, linear) normal standard deviation."""
     return (2.0 / fan_in) ** 0.5 if activation == "relu" else (2.0 / (fan_in + fan_out)) ** 0.5
+
+
+# -------------------------------------------------------------------------------- multilayer perceptrons
+def mlp_apply(params: dict, h: Any, activation: str, output_activation: str = "same") -> Any:
+    """hˡ = φ(Wˡ hˡ⁻¹ + bˡ), l = 1 … L - 1, and z = φ_out(Wᴸ hᴸ⁻¹ + bᴸ) from row inputs h⁰ = h (..., n_in),
+    with params W1, b1, …, WL, bL (Wˡ of shape (out, in); a missing bˡ adds 0), φ = ACTIVATIONS[activation]
+    and φ_out = φ when output_activation is "same", else ACTIVATIONS[output_activation] (traced, JAX).
+    The MLP students' forward map (models/mlp.py) and the teacher of the rebound study (tasks/mlp_teacher.py)."""
+    phi = ACTIVATIONS[activation].jax
+    phi_out = phi if output_activation == "same" else ACTIVATIONS[output_activation].jax
+    n_layers = sum(1 for name in params if name.startswith("W"))
+    for l in range(1, n_layers + 1):
+        z = h @ params[f"W{l}"].T + params.get(f"b{l}", 0.0)
+        h = phi(z) if l < n_layers else phi_out(z)
+    return h
 
 
 # ------------------------------------------------------------------------------------------------ losses

@@ -66,6 +66,23 @@ def test_no_upward_arrow(lower, upper):
     assert not arrows
 
 
+COMPONENT_GROUPS = ("rnn_sparsity.models", "rnn_sparsity.tasks", "rnn_sparsity.regularizers")
+
+
+@pytest.mark.parametrize("group,other", [(a, b) for a in COMPONENT_GROUPS for b in COMPONENT_GROUPS if a != b])
+def test_a_component_group_imports_no_other(group, other):
+    """Models, tasks and regularizers meet through contracts.py only: what two of them share is on the
+    ground floor (a teacher's forward map in maths.py, a connectivity task's output layout in contracts.py)."""
+    arrows = [(a, b) for a, targets in GRAPH.items() if a.startswith(group) for b in targets if b.startswith(other)]
+    assert not arrows, f"{group} imports {other}: {arrows}"
+
+
+def test_the_walk_sees_imports_inside_functions():
+    """A task's figures are imported lazily, inside run_figures: the graph holds that arrow too, so the
+    rules above cover lazy imports."""
+    assert "rnn_sparsity.plots.rebound" in GRAPH["rnn_sparsity.tasks.mlp_teacher"]
+
+
 def test_the_ground_floor_imports_only_the_ground_floor():
     for module in FLOOR:
         assert GRAPH[module] <= set(FLOOR), f"{module} imports {GRAPH[module] - set(FLOOR)}"

@@ -140,3 +140,55 @@ def test_hand_written_reverse_pass_equals_autodiff_of_the_scan():
         np.testing.assert_allclose(euler_states(0.3, J, drive, x0), _forward(0.3, J, drive, x0))
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+FLAX_STUDENT = ["model=flax", "model.module._target_=toy_plugin.TinyMLP", "task=teacher_student", "task.n_train=64"]
+
+
+def flax_trainer(*overrides: str):
+    """The trainer of a Flax module (toy_plugin.TinyMLP: Dense_0, tanh, Dense_1) on the teacher-student task."""
+    from rnn_sparsity.config import validate
+    from rnn_sparsity.train import make_trainer
+
+    return make_trainer(validate(compose_cfg(*FLAX_STUDENT, *overrides, tiny=False)), jnp.float32)
+
+
+def test_a_flax_model_with_the_default_regularizer_penalises_exactly_its_kernels():
+    """regularizer=l1 as composed (targets null): the model's weights, here the two kernels and not the biases;
+    the penalty is λ Σ |θ| over the kernels' entries, computed by hand."""
+    assert compose_cfg(*FLAX_STUDENT, tiny=False).regularizer.targets is None
+    trainer = flax_trainer("regularizer.reduction=sum")
+    assert trainer.regularizer.targets == ("Dense_0/kernel", "Dense_1/kernel")
+    params, _ = trainer.model.init(jax.random.key(0), {})
+    params = {k: v + 0.25 for k, v in params.items()}  # nonzero biases: a penalty on them would show
+    by_hand = sum(np.abs(np.asarray(params[k], np.float64)).sum() for k in ("Dense_0/kernel", "Dense_1/kernel"))
+    penalty = trainer.regularizer.penalty(params, {"strength": 0.3})
+    assert float(penalty) == pytest.approx(0.3 * by_hand, rel=1e-6)
+    assert {"Dense_0/bias", "Dense_1/bias"} <= set(params)
+
+
+def test_explicit_targets_of_a_flax_model_are_kept_and_an_unknown_one_is_refused_listing_its_parameters():
+    from rnn_sparsity.config import ConfigError
+
+    assert flax_trainer("regularizer.targets=[Dense_1/bias]").regularizer.targets == ("Dense_1/bias",)
+    with pytest.raises(ConfigError) as err:
+        flax_trainer("regularizer.targets=[kernel]")
+    assert err.value.key == "regularizer.targets"
+    assert all(name in err.value.allowed for name in ("Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel"))
+
+
+@pytest.mark.parametrize("overrides,targets", [
+    (["model.n_units=8", "task.n_freqs=2"], ("J",)),  # the CTRNN: J, as the YAML's [J] gave before
+    (["model=mlp", "model.sizes=[12,6,5,1]", "model.bias=true", "task=teacher_student", "task.n_train=64"],
+     ("W1", "W2", "W3")),
+    (["model=cnn", "task=teacher_student", "task.n_train=64"], ("W1", "W2", "W3")),
+    (["model=lowrank_linear", "model.n_units=6", "task=fast_decay"], ("U", "V")),
+    (["regularizer=none", "model=mlp", "model.sizes=[12,6,1]", "model.bias=true", "task=teacher_student",
+      "task.n_train=64"], ()),  # none measures sparsity over every parameter, as before
+])
+def test_the_default_targets_are_the_models_weights(overrides, targets):
+    from rnn_sparsity.config import validate
+    from rnn_sparsity.train import make_trainer
+
+    trainer = make_trainer(validate(compose_cfg(*overrides, tiny=False)), jnp.float32)
+    assert trainer.regularizer.targets == targets

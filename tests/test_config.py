@@ -54,7 +54,7 @@ def test_defaults_are_the_seed_spec():
         "ctrnn", "sine_wave", "l1", "adam_lbfgs", "default")
     assert (cfg.model.n_units, cfg.model.dt, cfg.task.n_freqs) == (200, 0.02, 51)
     assert (cfg.optimizer.lr, cfg.optimizer.steps, cfg.optimizer.lbfgs_steps) == (1e-3, 1000, 2000)
-    assert cfg.regularizer.reduction == "mean" and list(cfg.regularizer.targets) == ["J"]
+    assert cfg.regularizer.reduction == "mean" and cfg.regularizer.targets is None  # null: the model's weights (J)
 
 
 def test_types_are_checked_and_unknown_keys_refused():

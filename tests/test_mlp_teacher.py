@@ -82,6 +82,20 @@ def test_bad_rebound_input_fails_with_the_key(override, key):
     assert err.value.key == key
 
 
+def test_a_student_that_is_not_the_teachers_mlp_is_refused():
+    """The task knows its student by the MLP's config keys (it imports no model) and, when copying the teacher,
+    by the parameter names."""
+    flax = ["task=mlp_teacher", "model=flax", "model.module._target_=flax.linen.Dense", "+model.module.features=1"]
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*flax, tiny=False))
+    assert err.value.key == "model.name" and "tanh MLP student" in err.value.allowed
+    task = validate(compose_cfg(*STUDENT, "precision=float32", "task.n_train=8", "task.n_test=8", tiny=False)
+                    ).task.build(jnp.float32)
+    named_otherwise = {"Dense_0/kernel": jnp.zeros((2, 25)), "Dense_0/bias": jnp.zeros(25)}
+    with pytest.raises(ConfigError, match="W1, W2, W3, b1, b2, b3"):
+        task.initial_params(jax.random.key(0), {"init_perturbation": 0.0}, named_otherwise)
+
+
 def test_drr_has_no_proximal_mode():
     with pytest.raises(ConfigError, match="no proximal operator"):
         validate(compose_cfg(*STUDENT, "regularizer=drr", "regularizer.mode=proximal", tiny=False))
@@ -281,7 +295,7 @@ def test_the_sweep_curves_are_the_normalised_mean_over_epochs_from_one(tmp_path)
 def test_runs_with_other_teachers_train_as_one_program_each_from_its_own_teacher(tmp_path):
     """The source draws a teacher per run: teacher_seed is a data key, the teacher reaches the compiled start
     through hyper, so one vmapped program starts every member at its own teacher (distance 0 at δ = 0)."""
-    from rnn_sparsity.batch import run_batch
+    from rnn_sparsity.experiment import run_batch
     from rnn_sparsity.experiment import static_key
 
     cfgs = [compose_cfg(*STUDENT, "precision=float32", "task.n_train=128", "task.n_test=32", "optimizer.steps=2",

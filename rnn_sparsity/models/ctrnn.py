@@ -3,7 +3,8 @@
     x_{t+1} = x_t + α (-x_t + J tanh(x_t) + B u_t + b_x),   α = dt/τ,      z_t = w tanh(x_{t+1}) + b_z
 
 Init: J = g · N(0, 1/N) · M / sqrt(1 - s) with M ~ Bernoulli(1 - s) fixed from the key (so the
-variance of each row of J is g²/N whatever s is); B, w ~ N(0, 1/N); biases 0.
+variance of each row of J is g²/N whatever s is); B, w ~ N(0, 1/N); biases 0. Its weights (Model.weights,
+what a regularizer targets unless told otherwise) are J's.
 
 The recurrence has a hand-written reverse pass (`euler_states`): the backward scan carries only the
 adjoint λ_t (one (B×N)·(N×N) matmul per step, like the forward), and the gradient of J is taken after
@@ -145,4 +146,4 @@ def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
         return outputs, states
 
     return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",), rates=jnp.tanh,
-                 rate_field=rate_field, time_constant=float(cfg.tau))
+                 rate_field=rate_field, time_constant=float(cfg.tau), weights=("J",))

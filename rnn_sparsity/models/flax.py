@@ -4,7 +4,9 @@
 trains a researcher's Flax module on any task with static inputs (features laid out (1, B, n_in)).
 Training code sees a flat dict of parameters named by their path in the module's `params` collection,
 joined with "/" ("Dense_0/kernel"): that is what `regularizer.targets` and the sparsity metrics name.
-Parameters are cast to the run's precision after `module.init`. The built-in students (mlp, cnn) are
+Parameters are cast to the run's precision after `module.init`. Its weights, which a regularizer
+targets unless `regularizer.targets` names others, are its parameters of two or more dimensions (the kernels,
+not the biases: contracts.weight_matrices). The built-in students (mlp, cnn) are
 Flax modules too (models/mlp.py, models/cnn1d.py); they pass their own seeded init, so that a seed
 gives the same network as the tool's earlier hand-written students.
 """

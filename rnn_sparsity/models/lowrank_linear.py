@@ -6,7 +6,8 @@ J0 ~ N(0, 1/N) and the readout w ~ N(0, 1/N) are drawn from the seed and stay fi
 the parameters but behind stop_gradient, so no optimizer moves them); U (N×n) and V (n×N), n =
 round(N · `rank_fraction`), are trained, each column of U and row of V renormalised to unit norm in
 the forward map (`connectivity`). `apply` has no data to run on: it returns the connectivity and the
-readout as one array, outputs (1, N, N + 1) = [J | w], which a connectivity task (fast_decay) scores.
+readout as one array, outputs (1, N, N + 1) = [J | w] (contracts.connectivity_outputs), which a connectivity
+task (fast_decay) scores. Its weights (Model.weights, a regularizer's default targets) are U and V.
 
 `model.init` says which generator draws them: `jax` (the run's JAX key), or `notebook`, the source
 notebook's own draw (sean-escola/thalamocortical, "Preparatory network optimization.ipynb": NumPy's
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..components import ModelComponent, check, one_of, positive
-from ..contracts import Model, Params
+from ..contracts import Model, Params, connectivity_outputs
 
 
 @dataclass
@@ -88,11 +89,6 @@ def connectivity(params: Params, fixed: Params) -> jax.Array:
     return fixed["J0"] + U_hat @ V_hat
 
 
-def split_outputs(outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(J, w) from the (1, N, N + 1) outputs of `apply`."""
-    return outputs[0, :, :-1], outputs[0, :, -1]
-
-
 class LowRankLinear(ModelComponent):
     """J = J0 + Û V̂ with U, V trained; outputs [J | w] for a task that scores the connectivity."""
 
@@ -125,7 +121,6 @@ class LowRankLinear(ModelComponent):
             return connectivity({"U": params["U"], "V": params["V"]}, fixed), fixed["w"]
 
         def apply(params: Params, inputs=None):
-            J, w = effective(params)
-            return jnp.concatenate([J, w[:, None]], axis=1)[None], None
+            return connectivity_outputs(*effective(params)), None
 
-        return Model(init=init, apply=apply, recurrent=lambda p: effective(p)[0], masked=())
+        return Model(init=init, apply=apply, recurrent=lambda p: effective(p)[0], masked=(), weights=("U", "V"))

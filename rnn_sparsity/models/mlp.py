@@ -2,7 +2,8 @@
 
     h⁰ = u,   hˡ = φ(Wˡ hˡ⁻¹ + bˡ),  l = 1 … L - 1,   z = φ_out(Wᴸ hᴸ⁻¹ + bᴸ)
 
-Parameters W1, b1, …, WL, bL with Wˡ of shape (out, in); no b's when `bias` is false. `sizes` lists
+Parameters W1, b1, …, WL, bL with Wˡ of shape (out, in); no b's when `bias` is false (maths.mlp_apply). The
+weights (Model.weights: a regularizer's default targets) are the W's. `sizes` lists
 every width, the task's input and output widths first and last. φ_out is φ when `output_activation` is
 "same" (the teacher-student study's students), else the named one ("linear" for a regression readout).
 Init (`init`), times s = `init_scale`; biases 0:
@@ -28,7 +29,7 @@ from flax import linen as nn
 
 from ..components import ModelComponent, check, one_of, positive
 from ..contracts import Model
-from ..maths import ACTIVATIONS, HIDDEN_ACTIVATIONS, init_std
+from ..maths import ACTIVATIONS, HIDDEN_ACTIVATIONS, init_std, mlp_apply
 from .flax import flax_model, normal_init
 
 INITS = ("normal", "kaiming_out_xavier_uniform")
@@ -68,16 +69,13 @@ class MLPModule(nn.Module):
 
     @nn.compact
     def __call__(self, h):
-        phi = ACTIVATIONS[self.activation].jax
-        phi_out = phi if self.output_activation == "same" else ACTIVATIONS[self.output_activation].jax
-        n_layers = len(self.sizes) - 1
-        for l in range(1, n_layers + 1):
+        params = {}
+        for l in range(1, len(self.sizes)):
             shape = (self.sizes[l], self.sizes[l - 1])
-            W = self.param(f"W{l}", self.weight_init(l), shape, self.param_dtype)
-            b = self.param(f"b{l}", nn.initializers.zeros, shape[:1], self.param_dtype) if self.bias else 0.0
-            z = h @ W.T + b
-            h = phi(z) if l < n_layers else phi_out(z)
-        return h
+            params[f"W{l}"] = self.param(f"W{l}", self.weight_init(l), shape, self.param_dtype)
+            if self.bias:
+                params[f"b{l}"] = self.param(f"b{l}", nn.initializers.zeros, shape[:1], self.param_dtype)
+        return mlp_apply(params, h, self.activation, self.output_activation)
 
     def seeded_init(self, key: jax.Array) -> dict:
         """The parameters from one split of `key` per layer (a seed's network, whatever Flax's rng folding)."""

@@ -1,12 +1,14 @@
 """Regularizer components: a penalty R(θ) and its proximal operator over the parameters named in
-`regularizer.targets` (contracts.Regularizer). elastic_net.py holds none, l1, l2 and elastic_net (one
-formula, one prox); drr.py the DRR penalty of the teacher-student studies. Regularizers know nothing of
-models or tasks: they see a dict of arrays."""
+`regularizer.targets` (contracts.Regularizer), by default (null) the model's weights: the CTRNN's J, the
+MLP, CNN and Flax students' weight matrices and kernels (not their biases), the low-rank model's U and V.
+elastic_net.py holds none, l1, l2 and elastic_net (one formula, one prox); drr.py the DRR penalty of the
+teacher-student studies. Regularizers know nothing of models or tasks: they see a dict of arrays and the
+names of the model's weights (contracts.Model.weight_names), which the trainer hands to `build`."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ..components import ConfigError, RegularizerComponent, check, non_negative, one_of
@@ -18,9 +20,14 @@ class RegularizerConfig:
     _target_: str = ""
     name: str = ""
     strength: float = 0.0  # λ (traced)
-    targets: list[str] = field(default_factory=lambda: ["J"])  # parameter names the penalty acts on
+    targets: list[str] | None = None  # parameter names the penalty acts on; null: the model's weights
     mode: str = "penalty"  # penalty (added to the loss) | proximal (its prox after each update)
     activity: float = 0.0  # κ: adds κ · mean squared rate over the loss-weighted steps (models with rates, traced)
+
+
+def activity_weight(hyper: dict):
+    """κ = regularizer.activity: every built-in regularizer's weight of the state penalty (Regularizer.state_weight)."""
+    return hyper["activity"]
 
 
 class Penalty(RegularizerComponent):
@@ -37,10 +44,18 @@ class Penalty(RegularizerComponent):
         one_of(cfg, "regularizer.mode", ("penalty", "proximal"))
         check(reg.mode == "penalty" or self.proximal_operator, "regularizer.mode", reg.mode,
               f"regularizer={reg.name} has no proximal operator: use penalty")
-        check(len(reg.targets) > 0, "regularizer.targets", list(reg.targets), "must name at least one parameter")
+        check(reg.targets is None or len(reg.targets) > 0, "regularizer.targets", reg.targets,
+              "must name at least one parameter (or be null: the model's weights)")
 
-    def known_targets(self, param_shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
-        targets = tuple(self.group_cfg.targets)
+    def known_targets(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...]) -> tuple[str, ...]:
+        """`regularizer.targets`, or the model's `weights` where it is null; a name that is not a parameter
+        of the model is refused, the message listing those that are."""
+        named = self.group_cfg.targets
+        if named is None:
+            check(len(weights) > 0, "regularizer.targets", None, "null targets the model's weights and this "
+                  f"model declares none: name some of its parameters: {', '.join(param_shapes)}")
+            return tuple(weights)
+        targets = tuple(named)
         unknown = [t for t in targets if t not in param_shapes]
         if unknown:
             raise ConfigError("regularizer.targets", list(targets),

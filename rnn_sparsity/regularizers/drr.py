@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from ..components import non_negative, positive
 from ..contracts import Regularizer
-from . import Penalty, RegularizerConfig
+from . import Penalty, RegularizerConfig, activity_weight
 
 Params = Mapping[str, jax.Array]
 
@@ -93,8 +93,9 @@ class DRR(Penalty):
         non_negative(self.cfg, "regularizer.rho")
         positive(self.cfg, "regularizer.beta")
 
-    def build(self, param_shapes: dict[str, tuple[int, ...]]) -> Regularizer:
-        targets = self.known_targets(param_shapes)
+    def build(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...] = ()) -> Regularizer:
+        """R over `regularizer.targets` (the YAML's: every weight and bias), or the model's `weights` where null."""
+        targets = self.known_targets(param_shapes, weights)
 
         def penalty(params: Params, hyper: dict) -> jax.Array:
             return drr_penalty({t: params[t] for t in targets}, hyper["strength"], hyper["rho"], hyper["beta"])
@@ -102,4 +103,4 @@ class DRR(Penalty):
         def prox(params: Params, hyper: dict, step: Any) -> Params:
             raise ValueError("regularizer=drr has no proximal operator: use regularizer.mode=penalty")
 
-        return Regularizer(penalty=penalty, prox=prox, targets=targets)
+        return Regularizer(penalty=penalty, prox=prox, targets=targets, state_weight=activity_weight)

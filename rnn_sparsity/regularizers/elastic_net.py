@@ -17,6 +17,7 @@ gives too (r = 1). ω = 0, the default: the gradient of R alone. `none` ignores 
 η may be a scalar or a pytree of per-entry step sizes (Adam's diagonal metric), so a proximal step
 is the exact minimiser of ½ Σ_i (θ_i - z_i)²/η_i + R(θ): scaled consistently with the penalty, and it
 sets entries exactly to 0. `none` is identically 0 (its targets only say where sparsity is measured).
+The targeted parameters are `regularizer.targets`, by default (null) the model's weights.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 from ..components import check, one_of, variant
 from ..contracts import Params, Regularizer
 from ..maths import soft_threshold
-from . import Penalty, RegularizerConfig
+from . import Penalty, RegularizerConfig, activity_weight
 
 
 @dataclass
@@ -64,8 +65,9 @@ class ElasticNet(Penalty):
             r = self.group_cfg.l1_ratio
             check(0.0 <= r <= 1.0, "regularizer.l1_ratio", r, "must satisfy 0 <= r <= 1")
 
-    def build(self, param_shapes: dict[str, tuple[int, ...]]) -> Regularizer:
-        return elastic_net(self.known_targets(param_shapes), param_shapes, self.group_cfg.reduction,
+    def build(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...] = ()) -> Regularizer:
+        """R over `regularizer.targets`, or over the model's `weights` (Model.weight_names) where it is null."""
+        return elastic_net(self.known_targets(param_shapes, weights), param_shapes, self.group_cfg.reduction,
                            self.fixed_ratio, float(self.group_cfg.weight_decay))
 
 
@@ -86,13 +88,16 @@ class NoRegularizer(ElasticNet):
     traced = Penalty.traced
     fixed_ratio = 0.0
 
-    def build(self, param_shapes: dict[str, tuple[int, ...]]) -> Regularizer:
-        targets = tuple(t for t in self.group_cfg.targets if t in param_shapes)  # never read by a penalty
+    def build(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...] = ()) -> Regularizer:
+        """R = 0; its targets (the named ones the model has; none where null, whatever `weights`) only say
+        where sparsity is measured, and with none it is measured over every parameter (or the masked ones)."""
+        named = self.group_cfg.targets or ()
+        targets = tuple(t for t in named if t in param_shapes)  # never read by a penalty
 
         def penalty(params: Params, hyper: dict) -> jax.Array:
             return jnp.zeros((), next(iter(params.values())).dtype)
 
-        return Regularizer(penalty=penalty, prox=lambda params, hyper, step: params, targets=targets)
+        return Regularizer(penalty=penalty, prox=lambda params, hyper, step: params, targets=targets, state_weight=activity_weight)
 
 
 def elastic_net(targets: tuple[str, ...], param_shapes, reduction: str, fixed_ratio: float | None,
@@ -123,4 +128,4 @@ def elastic_net(targets: tuple[str, ...], param_shapes, reduction: str, fixed_ra
             out[t] = soft_threshold(params[t], eta * lam * r) / (1 + 2 * eta * lam * (1 - r))
         return out
 
-    return Regularizer(penalty=penalty, prox=prox, targets=targets)
+    return Regularizer(penalty=penalty, prox=prox, targets=targets, state_weight=activity_weight)

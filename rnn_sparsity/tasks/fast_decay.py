@@ -26,8 +26,7 @@ from omegaconf import OmegaConf
 
 from ..analysis.decay import _eigensystem, decay_losses, decay_times, expected_norm, max_real_eigenvalue
 from ..components import TaskComponent, check, non_negative
-from ..contracts import Probe, Task
-from ..models.lowrank_linear import split_outputs
+from ..contracts import Probe, Task, split_connectivity
 
 DECAY_HORIZON = 200.0  # decay times are sought up to this many τ
 CURVE_SPAN = 30.0  # the stored decay curve covers this many τ
@@ -62,11 +61,11 @@ def make_task(cfg, tau: float) -> Task:
     losses = decay_losses if cfg.cap else uncapped_decay_losses
 
     def loss(outputs, targets=None, weights=None):
-        terms = losses(*split_outputs(outputs), tau)
+        terms = losses(*split_connectivity(outputs), tau)
         return terms["decay"] + cfg.alpha * terms["stability"] + cfg.beta * terms["smoothness"]
 
     def metrics(outputs: np.ndarray) -> dict[str, float]:
-        J, w = (np.asarray(a, np.float64) for a in split_outputs(outputs))
+        J, w = (np.asarray(a, np.float64) for a in split_connectivity(outputs))
         out = {f"{name}_loss": float(v) for name, v in losses(J, w, tau).items()}
         out["max_real_eig"] = float(max_real_eigenvalue(J))
         return out

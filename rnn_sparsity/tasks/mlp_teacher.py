@@ -18,7 +18,8 @@ from `task.teacher_seed` in the run's precision:
 Data (task.data), n_train points then n_test from `task.data_seed`, targets y = teacher(u) + σ ε, σ =
 `task.noise_std`:
   source        u = 2·U[0, 1) - 1 and ε ~ N(0, 1) drawn in float32 (the source's get_dataset); teacher(u) is the
-                student's own module in the run's precision, so the teacher is a zero of the loss to the bit;
+                student's own forward map (maths.mlp_apply) in the run's precision, so the teacher is a zero of
+                the loss to the bit;
   numpy_float64 u ~ U[-1, 1]^d and ε in float64, teacher(u) in float64 NumPy, rounded to the run's precision (earlier).
 Task loss: MSE, the mean over the points (Flux's mse), full batch.
 
@@ -46,13 +47,12 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+from omegaconf import OmegaConf
 
 from ..analysis.teacher_distance import aligned_distance, make_generic, raw_distance, source_projection
 from ..components import TaskComponent, check, non_negative, one_of, positive
 from ..contracts import Task
-from ..maths import ACTIVATIONS, init_std
-from ..models.flax import flax_model
-from ..models.mlp import MLP, MLPModule
+from ..maths import ACTIVATIONS, init_std, mlp_apply
 from ..probes import ParamMetricsProbe
 
 DISTANCES = ("raw_distance", "aligned_distance")
@@ -144,13 +144,12 @@ def teacher_forward(params: dict, u: np.ndarray) -> np.ndarray:
     return h
 
 
-def network_outputs(params: dict, inputs: np.ndarray, sizes, dtype) -> np.ndarray:
-    """The student's own module (models/mlp.py, tanh, linear output, biases) applied to (1, B, d) inputs
-    in `dtype`, as the trainer applies it: the source computes its targets with the teacher network."""
-    module = MLPModule(tuple(sizes), "tanh", "linear", True, param_dtype=dtype)
-    apply = jax.jit(flax_model(module, sizes[0], dtype).apply)
-    outputs, _ = apply({k: jnp.asarray(v, dtype) for k, v in params.items()}, jnp.asarray(inputs, dtype))
-    return np.asarray(outputs)
+def network_outputs(params: dict, inputs: np.ndarray, dtype) -> np.ndarray:
+    """The student's forward map (maths.mlp_apply, which the MLP student applies: tanh, linear output,
+    biases), jitted, on (1, B, d) inputs in `dtype`: the source computes its targets with the teacher network."""
+    apply = jax.jit(mlp_apply, static_argnums=(2, 3))
+    return np.asarray(apply({k: jnp.asarray(v, dtype) for k, v in params.items()}, jnp.asarray(inputs, dtype),
+                            "tanh", "linear"))
 
 
 def projection_epochs(every: int, schedule: str, epoch: int) -> bool:
@@ -212,7 +211,9 @@ class MLPTeacher(TaskComponent):
         model = cfg.model
         student = "a tanh MLP student with biases and a linear output (model=mlp model.activation=tanh " \
                   "model.bias=true model.output_activation=linear)"
-        check(isinstance(parts.model, MLP), "model.name", model.get("name"), f"the task needs {student}")
+        mlp_keys = ("sizes", "bias", "activation", "output_activation")  # the task reads the student's config by them
+        check(all(OmegaConf.select(cfg, f"model.{key}") is not None for key in mlp_keys), "model.name",
+              model.get("name"), f"the task needs {student}")
         check(list(model.sizes) == sizes, "model.sizes", list(model.sizes), f"must equal task.sizes {sizes}")
         check(model.bias and model.activation == "tanh" and model.output_activation == "linear", "model.activation",
               model.activation, f"the task needs {student}")
@@ -250,7 +251,7 @@ class MLPTeacher(TaskComponent):
         for n in (cfg.n_train, cfg.n_test):  # inputs, then the noise, in float32 as the source draws them
             u = np.float32(2) * rng.random((n, d_in), dtype=np.float32) - np.float32(1)
             noise = np.float32(cfg.noise_std) * rng.standard_normal((n, d_out), dtype=np.float32)
-            signal = network_outputs(teacher, u[None], list(cfg.sizes), dtype)
+            signal = network_outputs(teacher, u[None], dtype)
             draws += [u[None].astype(dtype), (signal + noise[None].astype(dtype)).astype(dtype)]
         return tuple(draws)
 
@@ -262,6 +263,8 @@ class MLPTeacher(TaskComponent):
         def initial_params(key: jax.Array, hyper: dict, params: dict) -> dict:
             if cfg.student_init == "random":
                 return params
+            check(sorted(params) == names, "model", sorted(params), f"the student copies the teacher: its "
+                  f"parameters must be the teacher's {', '.join(names)}")
             keys = jax.random.split(key, len(names))
             draw = jax.random.normal if cfg.perturbation == "gaussian" else \
                 functools.partial(jax.random.uniform, minval=-1.0, maxval=1.0)

@@ -125,16 +125,19 @@ class TeacherStudent(TaskComponent):
                                                                both_tanh, self.near_zero())}
 
     def near_zero_fraction(self, params: dict) -> dict[str, float]:
-        """The fraction of weights with |θ| < analysis.near_zero over regularizer.targets (all weights when
-        none of them is a parameter): evaluate's near_zero_fraction, here also along training."""
-        names = [t for t in self.cfg.regularizer.get("targets", []) if t in params] or list(params)
+        """The fraction of weights with |θ| < analysis.near_zero over the regularizer's targets (all weights
+        when none of them is a parameter): evaluate's near_zero_fraction, here also along training."""
+        names = [t for t in self.targets if t in params] or list(params)
         return {"near_zero_fraction": sparsity_metrics(params, names, self.near_zero())["near_zero_fraction"]}
 
     def param_metrics(self, params: dict) -> dict[str, float]:
         return {**self.near_zero_fraction(params), **self.weight_match_distance(params),
                 **self.teacher_distance(params)}
 
+    targets: tuple[str, ...] = ()  # the regularizer's (its trainer's), set when the run's probes are made
+
     def probes(self, trainer) -> list:
+        self.targets = tuple(trainer.regularizer.targets)
         return [ParamMetricsProbe(self.param_metrics, trainer.steps_per_epoch, track=bool(self.cfg.analysis.enabled))]
 
     def run_figures(self):

@@ -6,7 +6,7 @@ without any edit to rnn_sparsity: each YAML names its class by `_target_`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -81,21 +81,17 @@ class QuarticConfig:
     _target_: str = "toy_plugin.Quartic"
     name: str = "quartic"
     strength: float = 0.0  # λ: R = λ Σ θ⁴ over the targets
-    targets: list[str] = field(default_factory=lambda: ["Dense_0/kernel"])
-    mode: str = "penalty"
-    activity: float = 0.0
+    targets: list[str] | None = None  # null: the model's weights (its kernels)
 
 
 class Quartic(RegularizerComponent):
     Config = QuarticConfig
-    traced = ("strength", "activity")
-    proximal_operator = False
+    traced = ("strength",)
+    proximal_operator = False  # a penalty: it declares no `mode`, nor a state penalty
 
-    def check(self, parts) -> None:
-        check(self.group_cfg.mode == "penalty", "regularizer.mode", self.group_cfg.mode, "quartic is penalty only")
-
-    def build(self, param_shapes) -> Regularizer:
-        targets = tuple(self.group_cfg.targets)
+    def build(self, param_shapes, weights=()) -> Regularizer:
+        """R over `targets`, or over the model's `weights` (contracts.Model.weight_names) where it is null."""
+        targets = tuple(weights if self.group_cfg.targets is None else self.group_cfg.targets)
         missing = [t for t in targets if t not in param_shapes]
         check(not missing, "regularizer.targets", targets, f"must name parameters of the model: {list(param_shapes)}")
 
