@@ -1,17 +1,28 @@
 """Checkpoints inside a run (rnn_sparsity/checkpoints.py): a run stopped after any chunk and run again
 in its directory resumes from its checkpoint and ends with the files an uninterrupted run writes, bit
-for bit (wall time aside); serially, as a vmapped batch, and across the two."""
+for bit (wall time aside); serially, as a vmapped batch, and across the two. A checkpoint holds no pickle:
+what a save is given comes back, types included, and one that is planted, unreadable, replaced by a
+file, truncated or otherwise damaged is reported in one line, removed, and the run starts over."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
+import math
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import TINY, assert_same_run, compose_cfg
@@ -19,7 +30,8 @@ from test_resume import snapshot
 
 from rnn_sparsity import artifacts, checkpoints
 from rnn_sparsity.aggregate import main as aggregate_main
-from rnn_sparsity.batch import run_batch
+from rnn_sparsity.contracts import Probe
+from rnn_sparsity.experiment import run_batch
 from rnn_sparsity.experiment import run
 
 BASE = ["precision=float64", "checkpoint.every_s=1e-9"]  # a checkpoint after every chunk
@@ -77,7 +89,7 @@ def cluster_signal(monkeypatch):
     """A submitit-like SIGUSR2 handler (it records the checkpoints there are, then ends the job), and
     the signal sent from the main thread right after the 2nd chunk's history is recorded (with a
     checkpoint only every 1e6 s: none is due then but for the signal)."""
-    from rnn_sparsity import batch, experiment
+    from rnn_sparsity import fit
 
     seen: list = []
 
@@ -87,7 +99,7 @@ def cluster_signal(monkeypatch):
 
     seen_dir: list = []
     previous = signal.signal(signal.SIGUSR2, submitit_like)
-    for module in (experiment, batch):
+    for module in (fit,):  # the one host loop records each chunk's rows
         rows, calls = module.records_to_rows, []
 
         def signalling(*args, _rows=rows, _calls=calls, **kwargs):
@@ -207,13 +219,273 @@ def test_a_checkpoint_of_another_config_or_a_damaged_one_is_not_resumed(tmp_path
     with pytest.raises(Killed):
         run(compose_cfg(*overrides), tmp_path / "c")
     saved = artifacts.latest_checkpoint(tmp_path / "c")
-    for leaf in saved.rglob("*"):  # the same config, but the checkpoint's files are damaged
+    for leaf in [saved, *saved.rglob("*")]:  # the same config, but the checkpoint's files are damaged
         if leaf.is_file():
             leaf.write_bytes(b"garbage")
     run(compose_cfg(*overrides), tmp_path / "c")
     assert "does not fit this run" in caplog.text
     run(compose_cfg(*overrides, "checkpoint.every_s=0"), tmp_path / "d")
     assert_same_run(tmp_path / "c", tmp_path / "d", rtol=0)
+
+
+# ------------------------------------------------------------------ planted, damaged and exotic checkpoints
+def interrupted(stop_after, run_dir: Path, *overrides: str) -> Path:
+    """A run of BASE (+ overrides) in run_dir stopped right after its 2nd checkpoint; that checkpoint."""
+    stop_after(2)
+    with pytest.raises(Killed):
+        run(compose_cfg(*BASE, *overrides), run_dir)
+    return artifacts.latest_checkpoint(run_dir)
+
+
+def rerun(caplog, run_dir: Path, *overrides: str) -> None:
+    """Run BASE (+ overrides) again in run_dir, logging into a cleared caplog; it must start over and
+    complete, its checkpoint folder (or what stood in its place) gone."""
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        metrics = run(compose_cfg(*BASE, *overrides), run_dir)
+    assert metrics["status"] == "completed" and artifacts.is_done(run_dir)
+    assert "resuming" not in caplog.text
+    assert not os.path.lexists(run_dir / artifacts.CHECKPOINT)
+
+
+def checkpoint_warnings(caplog) -> list[logging.LogRecord]:
+    """What the checkpoints logged at WARNING or above; no record of any logger carries a traceback."""
+    assert "Traceback" not in caplog.text and all(r.exc_info is None for r in caplog.records)
+    return [r for r in caplog.records if r.name == checkpoints.__name__ and r.levelno >= logging.WARNING]
+
+
+class Planted:
+    """Unpickling it creates the file `marker`: it stands for whatever code a planted pickle runs."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def plant_in_the_orbax_format(folder: Path, payload: bytes) -> None:
+    """The payload as the host blob of the orbax format (checkpoint/<position>/, which the code before
+    this one unpickled), written with orbax where it is still installed: the package needs it no more."""
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError:
+        return
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    ocp.PyTreeCheckpointer().save((folder / "0000000003").resolve(), {"host": np.frombuffer(payload, np.uint8)})
+
+
+@pytest.mark.parametrize("planted", ["a pickle", "an object array"])
+def test_a_planted_pickle_never_runs_and_the_run_starts_over(tmp_path, stop_after, caplog, planted):
+    """A checkpoint someone put into a shared sweep directory, as a pickle with the newest checkpoint's
+    name, as an archive whose member is a pickled object array, and in the old format: none is unpickled."""
+    run_dir, marker = tmp_path / "run", tmp_path / "code-ran"
+    folder = interrupted(stop_after, run_dir).parent
+    shutil.rmtree(folder)
+    folder.mkdir()
+    with (folder / "0000000002.npz").open("wb") as file:
+        if planted == "a pickle":
+            file.write(pickle.dumps(Planted(marker)))
+        else:
+            np.savez(file, host=np.array([Planted(marker)], dtype=object))
+    plant_in_the_orbax_format(folder, pickle.dumps(Planted(marker)))
+    rerun(caplog, run_dir)
+    assert not marker.exists()
+    assert "does not fit this run" in caplog.text
+
+
+def test_an_unreadable_checkpoint_folder_is_reported_and_the_run_starts_over(tmp_path, stop_after, caplog):
+    run_dir = tmp_path / "run"
+    folder = interrupted(stop_after, run_dir).parent
+    folder.chmod(0)
+    try:
+        with contextlib.suppress(PermissionError):
+            os.listdir(folder)
+            pytest.skip("chmod 000 denies nothing to this process (root)")
+        assert artifacts.latest_checkpoint(run_dir) is None and artifacts.checkpoint_names(run_dir) == []
+        rerun(caplog, run_dir)
+    finally:
+        if folder.exists():
+            folder.chmod(0o700)  # for pytest's own clean-up of tmp_path
+    [warning] = checkpoint_warnings(caplog)
+    assert "unreadable" in warning.getMessage()
+
+
+def test_a_checkpoint_folder_that_cannot_be_removed_is_renamed_aside(tmp_path, monkeypatch):
+    """Where even its owner's permissions do not let it go (someone else's folder), a new checkpoint
+    folder can still be made: the old one is renamed aside."""
+    folder = tmp_path / artifacts.CHECKPOINT
+    (folder / "0000000001.npz").parent.mkdir()
+    (folder / "0000000001.npz").write_bytes(b"stale")
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    artifacts.remove_checkpoint(tmp_path)
+    assert not os.path.lexists(folder) and artifacts.latest_checkpoint(tmp_path) is None
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith(f".{artifacts.CHECKPOINT}.")]
+    assert (aside / "0000000001.npz").read_bytes() == b"stale"
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_file_in_place_of_the_checkpoint_folder_is_removed_and_the_run_starts_over(tmp_path, stop_after, caplog,
+                                                                                      resume):
+    run_dir = tmp_path / "run"
+    folder = interrupted(stop_after, run_dir).parent
+    shutil.rmtree(folder)
+    folder.write_text("not a folder")
+    assert artifacts.latest_checkpoint(run_dir) is None and artifacts.checkpoint_names(run_dir) == []
+    rerun(caplog, run_dir, f"resume={str(resume).lower()}")
+    if resume:  # resume=false removes every checkpoint before the fit: nothing to report
+        [warning] = checkpoint_warnings(caplog)
+        assert "not a directory" in warning.getMessage()
+
+
+def test_a_truncated_checkpoint_is_one_warning_line_and_the_run_starts_over(tmp_path, stop_after, caplog, capfd):
+    run_dir = tmp_path / "run"
+    saved = interrupted(stop_after, run_dir)
+    for file in [saved, *saved.rglob("*")]:
+        if file.is_file():
+            file.write_bytes(file.read_bytes()[:file.stat().st_size // 2])
+    capfd.readouterr()
+    rerun(caplog, run_dir)
+    [warning] = checkpoint_warnings(caplog)
+    assert warning.levelno == logging.WARNING and str(saved) in warning.getMessage()
+    assert "\n" not in warning.getMessage() and "Traceback" not in capfd.readouterr().err
+
+
+def assert_same(saved, loaded, where: str = "") -> None:
+    """`loaded` equals `saved` all the way down, types included (a list stays a list, an int an int,
+    float64 float64; a Generator has the same state and seeds and draws the same numbers)."""
+    assert type(loaded) is type(saved), (where, type(saved), type(loaded))
+    if isinstance(saved, jax.Array) and checkpoints.is_key(saved):
+        assert_same(np.asarray(jax.random.key_data(saved)), np.asarray(jax.random.key_data(loaded)), where)
+    elif isinstance(saved, (np.ndarray, np.generic, jax.Array)):
+        assert loaded.dtype == saved.dtype and loaded.shape == saved.shape, where
+        assert np.array_equal(loaded, saved, equal_nan=saved.dtype.kind in "fc"), where
+    elif isinstance(saved, (list, tuple)):
+        assert len(loaded) == len(saved), where
+        for i, (a, b) in enumerate(zip(saved, loaded)):
+            assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(saved, dict):
+        assert_same(list(saved), list(loaded), f"keys of {where}")
+        for key in saved:
+            assert_same(saved[key], loaded[key], f"{where}[{key!r}]")
+    elif isinstance(saved, np.random.Generator):
+        assert_same(saved.bit_generator.state, loaded.bit_generator.state, f"{where} state")
+        assert_same(saved.bit_generator.seed_seq.state, loaded.bit_generator.seed_seq.state, f"{where} seeds")
+        assert_same(copy.deepcopy(saved).random(8), copy.deepcopy(loaded).random(8), f"{where} draws")
+    elif isinstance(saved, float) and math.isnan(saved):
+        assert math.isnan(loaded), where
+    else:
+        assert loaded == saved, where
+
+
+def test_a_checkpoint_gives_back_the_state_rows_and_every_probe_sample_of_a_ctrnn_run(tmp_path, monkeypatch):
+    """The probes of a CTRNN run that tracks the spectrum and the fixed points of a task (a NumPy
+    Generator among them): what `load` returns right after a save is what the save was given."""
+    save, seen = checkpoints.Checkpoints.save, []
+
+    def save_then_load(self, stage, chunks, state, rows, probes, prune=True):
+        path = save(self, stage, chunks, state, rows, probes, prune)
+        template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+        given = copy.deepcopy((state, list(rows), [{name: getattr(p, name) for name in p.checkpointed} for p in probes]))
+        seen.append((given, [type(p).__name__ for p in probes], self.load(lambda stage: template)))
+        if len(seen) == 2:
+            raise Killed(path)
+        return path
+    monkeypatch.setattr(checkpoints.Checkpoints, "save", save_then_load)
+    with pytest.raises(Killed):
+        run(compose_cfg(*BASE, "analysis=dynamics", "analysis.track_tasks=[0]", "analysis.pca.enabled=false",
+                        "analysis.fixed_points.enabled=false"), tmp_path / "run")
+    (state, rows, samples), names, resume = seen[-1]
+    assert names == ["SpectrumProbe", "FixedPointTracker"] and (resume.stage, resume.chunks) == (0, 2)
+    tracker = samples[1]
+    assert tracker["rows"] and tracker["previous"] and isinstance(tracker["rng"], np.random.Generator)
+    assert rows[0]["stage"].dtype.kind == "U" and rows[0]["loss"].dtype == np.float64
+    assert jax.tree.structure(resume.state) == jax.tree.structure(state)
+    for i, (a, b) in enumerate(zip(jax.tree.leaves(state), jax.tree.leaves(resume.state))):
+        assert_same(a if checkpoints.is_key(a) else np.asarray(a), b if checkpoints.is_key(b) else np.asarray(b),
+                    f"state leaf {i}")
+    assert_same(rows, resume.rows, "rows")
+    assert_same(samples, resume.probes, "probes")
+
+
+class Samples(Probe):
+    """A probe whose one checkpointed attribute holds whatever a test puts there."""
+
+    checkpointed = ("values",)
+
+    def __init__(self, values):
+        self.values = values
+
+
+class SmallState(NamedTuple):
+    """A stand-in TrainState: a parameter, the step and a PRNG key."""
+    w: np.ndarray
+    step: np.ndarray
+    key: jax.Array
+
+
+def small_state() -> SmallState:
+    return SmallState(np.arange(6.0).reshape(2, 3), np.int32(7), jax.random.key(3))
+
+
+def template_of(state):
+    return lambda stage: jax.eval_shape(lambda: state)
+
+
+def test_every_kind_of_sample_comes_back_as_it_was_saved(tmp_path):
+    values = [None, True, 3, 2**70, 0.1, math.nan, -math.inf, "adam", np.float32(1.5), np.int64(-2), np.bool_(True),
+              np.array(["adam", "lbfgs"]), np.zeros((0, 3)), np.array([1 + 2j]), (1, (2.0, "x")), [[], {}],
+              {0: np.ones(2), "a": [1], (1, 2): None}, np.random.default_rng(5), jnp.arange(3)]
+    values[-2].random(3)  # a Generator part-way through its stream
+    store = checkpoints.Checkpoints(tmp_path, every_s=1)
+    path = store.save(1, 4, small_state(), [], [Samples(values)])
+    assert path.name == "0010000004.npz" and artifacts.latest_checkpoint(tmp_path) == path
+    resume = store.load(template_of(small_state()))
+    assert (resume.stage, resume.chunks, resume.rows) == (1, 4, [])
+    assert_same(values, resume.probes[0]["values"])
+    probe = Samples(None)
+    resume.restore_probes([probe])
+    assert_same(values, probe.values)
+
+
+@pytest.mark.parametrize("value, what", [({1, 2}, r"values\[1\] is a builtins.set"),
+                                         (np.array([None]), r"values\[1\] is an array of Python objects"),
+                                         ({"a": Path("x")}, r"values\[1\]\['a'\] is a pathlib.PosixPath")])
+def test_a_sample_a_checkpoint_cannot_store_fails_the_save_naming_the_probe(tmp_path, value, what):
+    with pytest.raises(checkpoints.Unstorable, match=rf"Samples\.values: {what}"):
+        checkpoints.Checkpoints(tmp_path, every_s=1).save(0, 1, small_state(), [], [Samples([1, value])])
+    assert artifacts.checkpoint_names(tmp_path) == []
+
+
+def rewrite(path: Path, change) -> None:
+    """Write the archive at `path` again with change(members) as its members."""
+    with np.load(path) as archive:
+        members = change(dict(archive))
+    with path.open("wb") as file:
+        np.savez(file, **members)
+
+
+DAMAGE = {
+    "a leaf missing": lambda path: rewrite(path, lambda m: {k: v for k, v in m.items() if k != "leaf/00000"}),
+    "a leaf of another shape": lambda path: rewrite(path, lambda m: {**m, "leaf/00000": np.zeros(5)}),
+    "a node of no known kind": lambda path: rewrite(path, lambda m: {**m, "host": np.frombuffer(
+        m["host"].tobytes().replace(b'{"list": [', b'{"eval": [', 1), np.uint8)}),
+    "garbled bytes": lambda path: path.write_bytes(path.read_bytes()[:200] + bytes(64) + path.read_bytes()[264:]),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_archive_is_one_warning_line_and_every_checkpoint_goes(tmp_path, caplog, damage):
+    store = checkpoints.Checkpoints(tmp_path, every_s=1)
+    path = store.save(0, 1, small_state(), [], [Samples([1.0, [2]])])
+    DAMAGE[damage](path)
+    assert store.load(template_of(small_state())) is None
+    [warning] = checkpoint_warnings(caplog)
+    assert str(path) in warning.getMessage() and "\n" not in warning.getMessage()
+    assert not os.path.lexists(tmp_path / artifacts.CHECKPOINT)
 
 
 KILLED_SWEEP = ["optimizer=adam", "optimizer.steps=1500", "analysis.eig_every=25", "checkpoint.every_s=1e-9",

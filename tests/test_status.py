@@ -51,7 +51,8 @@ def damaged_sweep(finished_sweep, tmp_path):
     sweep = shutil.copytree(finished_sweep, tmp_path / "multirun")
     (sweep / "0" / artifacts.FINGERPRINT).write_text("0" * 64 + "\n")
     (sweep / "1" / artifacts.DONE).unlink()
-    (sweep / "1" / artifacts.CHECKPOINT / "0000000002").mkdir(parents=True)  # killed with a checkpoint to resume from
+    (sweep / "1" / artifacts.CHECKPOINT).mkdir()
+    (sweep / "1" / artifacts.CHECKPOINT / "0000000002.npz").touch()  # killed with a checkpoint to resume from
     shutil.rmtree(sweep / "4")
     (sweep / "5" / artifacts.METRICS).write_text('{"status": "fa')
     return sweep
