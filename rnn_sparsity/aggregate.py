@@ -1,4 +1,4 @@
-"""`rnn-sparsity-aggregate DIR [DIR ...] [--out OUT]`: run directories -> one tidy table -> files and figures.
+"""`rnn-sparsity-aggregate DIR [DIR ...] [--out OUT] [--trust PKG]`: run directories -> a tidy table -> files, figures.
 `rnn-sparsity-aggregate --status DIR [DIR ...] [-q]`: what each job of each sweep is doing now, one line each.
 
 A run directory is any folder holding `.hydra/config.yaml`, at any depth below the given folders (Hydra's
@@ -28,6 +28,24 @@ and prints the summary table with the runs that did not complete. What else is w
 metrics summary.csv holds, the runs' components say (components.Component: `summary_metrics`,
 `unplotted_metrics`, `sweep_outputs`), found by the `<group>._target_` of each run's config; for the
 built-in analysis group, for instance, the unstable-eigenvalue tables by λ and s and the spectrum panels.
+metrics.json's text and flag values (provenance: versions, git revision, device) are columns of
+runs.parquet like any other, never averaged in summary.csv and never swept keys.
+
+Finding a component means importing the module its `_target_` names, and a sweep dir may come from
+someone else: only modules of trusted packages are imported. `rnn_sparsity` is always trusted; add your
+own with `--trust PACKAGE` (repeatable) or `RNN_SPARSITY_TRUST=pkg1,pkg2`. A run whose component is in
+another package is still a row (its metrics.json is data, not code), but that component's summary
+metrics and sweep outputs are skipped, with one line per untrusted module saying how to trust it.
+
+Every file is written as artifacts.atomic_path writes (a temporary name, renamed into place): a reader
+never sees half a file, a full disk leaves the earlier file whole, and a symbolic link planted where an
+output goes is replaced, its target never written. A component's sweep outputs are written into a
+private staging folder inside OUT and renamed into place the same way, whatever its code does. The
+folders this tool names itself inside a sweep dir (the default OUT and OUT/figures) are refused when
+they are symbolic links: a link planted there would send the outputs, and the removal of stale
+figures, elsewhere; an --out you name is used as named. Anything that cannot be written (a read-only
+sweep dir, a full disk, such a link) ends the tool with one line on stderr naming the path and why, and
+exit status 1; `--out` then puts the outputs elsewhere.
 
 An Optuna search (`hydra/sweeper=optuna`, e.g. sweeps/iris_optuna) is read like any other sweep: its runs
 are rows, the searched keys are swept keys (one run per value), and no job is missing (its trials are not
@@ -47,19 +65,25 @@ its newest file is shown. Neither JAX nor matplotlib is imported, nor any run's 
 from __future__ import annotations
 
 import argparse
+import itertools
+import numbers
 import os
+import shutil
+import sys
+import tempfile
 import time
 from collections import Counter
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from rnn_sparsity.artifacts import CONFIG, DAMAGED, check_run, latest_checkpoint, read_job_number, read_overrides
+from rnn_sparsity.artifacts import (CONFIG, DAMAGED, FIGURES, TEMP_SUFFIX, atomic_path, check_run, latest_checkpoint,
+                                    read_job_number, read_overrides)
 
 AGGREGATE_DIR = "aggregate"
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, written in the sweep dir when it starts
@@ -81,21 +105,51 @@ RUN_PLOTTED = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fra
 RUN_UNPLOTTED = ("wall_s", "steps", "epochs", "initial_loss", "diverged_step", "activity_loss")  # activity_loss = κ · activity
 RUN_SUMMARY = ("final_loss", "test_loss", "sparsity")
 GROUPS = ("model", "task", "regularizer", "optimizer", "analysis")
+PROG = "rnn-sparsity-aggregate"
+ALWAYS_TRUSTED = ("rnn_sparsity",)
+TRUST_ENV = "RNN_SPARSITY_TRUST"  # comma-separated packages whose components may be imported, like --trust
 
 
-def run_components(runs: pd.DataFrame) -> list[type]:
-    """The component classes the runs name (`<group>._target_`), each once; one that cannot be
-    imported here is reported and left out (its metrics are then treated like any other)."""
+def trusted_packages(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The packages whose modules a run's `_target_` may import: rnn_sparsity, those in
+    RNN_SPARSITY_TRUST (comma-separated) and `extra` (--trust), each once."""
+    from_env = os.environ.get(TRUST_ENV, "").split(",")
+    return tuple(dict.fromkeys(name.strip() for name in (*ALWAYS_TRUSTED, *from_env, *extra) if name.strip()))
+
+
+def is_trusted(module: str, trusted: Sequence[str]) -> bool:
+    """Whether `module` is one of the `trusted` packages or inside one (`pkg`, `pkg.sub.mod`; not `pkg_x`)."""
+    return any(module == package or module.startswith(f"{package}.") for package in trusted)
+
+
+def run_components(runs: pd.DataFrame, trusted: Sequence[str] | None = None) -> list[type]:
+    """The component classes the runs name (`<group>._target_`), each once, imported only from the
+    `trusted` packages (default: trusted_packages()), since importing a module runs its code.
+
+    A target in another module is not imported: one line per such module says how to trust it. One
+    that cannot be imported is reported too. Either way it is left out: its metrics are then treated
+    like any other, and its summary metrics and sweep outputs are skipped.
+    """
     from rnn_sparsity.components import ConfigError, component_class
 
-    found = {}
+    trusted = trusted_packages() if trusted is None else tuple(trusted)
+    found, untrusted = {}, {}
     for group in GROUPS:
         column = f"{group}{TARGET}"
-        for target in sorted(runs[column].dropna().unique()) if column in runs else ():
+        for target in sorted(map(str, runs[column].dropna().unique())) if column in runs else ():
+            module = target.rpartition(".")[0]
+            if not is_trusted(module, trusted):
+                untrusted.setdefault(module, f"{column}={target}")
+                continue
             try:
                 found[target] = component_class(group, target)
             except ConfigError as err:
-                print(f"rnn-sparsity-aggregate: {err}; its own tables and figures are skipped")
+                print(f"{PROG}: {err}; its own tables and figures are skipped", file=sys.stderr)
+    for module, named in untrusted.items():
+        package = module.split(".")[0] or module
+        print(f"{PROG}: not importing {module or repr(module)} ({named}), not a trusted package: its runs are "
+              f"listed, its summary metrics and sweep outputs skipped; to trust it: --trust {package} or "
+              f"{TRUST_ENV}={package}", file=sys.stderr)
     return list(found.values())
 
 
@@ -161,14 +215,31 @@ def run_overrides(run_dir: Path) -> str:
     return ""
 
 
+def expand_sweep(arguments: Sequence[str]) -> list[list[str]]:
+    """Every job's overrides of a sweep's arguments, in Hydra's job order, as the basic sweeper expands
+    them: the cartesian product over keys in the order first given (a key given again keeps its place
+    and takes the new values), each sweep (`k=a,b`, `k=range(3)`, `k=choice(a,b)`) giving its values
+    and any other override itself. Written here with Hydra's public override parser rather than
+    borrowed from the sweeper's internals."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:  # an interval: the basic sweeper refuses it too
+            raise ValueError(f"{key}: an interval sweep has no list of jobs")
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     """The override list of every job of a sweep, in Hydra's job order (job i <-> index i), expanded
     from its multirun.yaml exactly as the basic sweeper expands it (and the resume sweeper, the default,
     which expands it the same way); None for other sweepers, and for a sweep without multirun.yaml (an
     Optuna search: its trials are not known ahead)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if not (Path(sweep_dir) / MULTIRUN_FILE).exists():
         return None
     hydra_cfg = OmegaConf.load(Path(sweep_dir) / MULTIRUN_FILE).hydra
@@ -177,9 +248,7 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
         return None
     params = hydra_cfg.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+    return expand_sweep([f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task))
 
 
 def sweep_dirs(paths: Iterable[Path | str]) -> list[Path]:
@@ -401,6 +470,117 @@ def status_counts(statuses: Iterable[str], noun: str = "runs", labels: dict[str,
     return f"{total} {noun.removesuffix('s') if total == 1 else noun}: {', '.join(parts)}"
 
 
+# -------------------------------------------------------------------------------------------- writing
+class OutputError(Exception):
+    """An output that cannot be written; the message names it and why, in one line."""
+
+
+def os_reason(err: OSError) -> str:
+    """"[Errno 28] No space left on device": the error without its file name (the message names the output;
+    an atomic write's file name would be a temporary one)."""
+    return f"[Errno {err.errno}] {err.strerror}" if err.errno and err.strerror else (str(err) or type(err).__name__)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing `path` (a read-only directory, a full disk) into an OutputError
+    that names `path`, so the user gets one line instead of a traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {os_reason(err)}; use --out <writable dir>") from err
+
+
+def output_folder(folder: Path) -> Path:
+    """Make `folder`, an output folder this tool names itself, refusing a symbolic link there: one planted
+    in a sweep dir would send the outputs (and the removal of stale figures) elsewhere."""
+    if folder.is_symlink():
+        raise OutputError(f"{folder} is a symbolic link (to {os.readlink(folder)}): not writing through it; "
+                          "remove it, or use --out <dir>")
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_output(path: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` into a temporary file renamed onto `path` (artifacts.atomic_path): a reader never sees
+    half a file, a full disk leaves the earlier file whole, and a symbolic link at `path` is replaced
+    rather than its target written."""
+    with writing(path), atomic_path(path) as tmp:
+        write(tmp)
+    return path
+
+
+def value_kind(value: Any) -> str:
+    """What parquet stores a cell as: flag, number or text (anything else as its type's name)."""
+    if isinstance(value, bool):
+        return "flag"
+    return "number" if isinstance(value, numbers.Number) else "text" if isinstance(value, str) else type(value).__name__
+
+
+def storable(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` as parquet can store it: a column whose values are of different kinds in different runs (a
+    flag true in one run and "unknown" in another, a number in an old run and text in a new one) becomes
+    text, missing values staying missing; parquet refuses a column of mixed kinds."""
+    mixed = [column for column in runs if runs[column].dtype == object
+             and len({value_kind(value) for value in runs[column].dropna()}) > 1]
+    return runs.assign(**{column: runs[column].map(lambda v: v if pd.isna(v) else str(v)) for column in mixed})
+
+
+def write_component_outputs(components: Sequence[type], runs: pd.DataFrame, keys: Sequence[str],
+                            out: Path) -> list[Path]:
+    """Each component's sweep outputs (`sweep_outputs(runs, keys, folder)`), written into a private
+    staging folder inside `out` and then renamed into place file by file: whatever a component's code
+    does (a user's too), its files appear whole and never through a symbolic link, as the tool's own.
+    Returns the paths in `out` of every file they wrote, those they listed first and in their order."""
+    with writing(out):
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging.", suffix=TEMP_SUFFIX))
+    try:
+        listed = []
+        with writing(out):  # a component's own writes meet a full disk as ours do
+            for cls in components:
+                listed += [Path(path) for path in cls.sweep_outputs(runs, keys, staging)]
+        moved = []
+        for staged in sorted(path for path in staging.rglob("*") if path.is_file()):
+            relative = staged.relative_to(staging)
+            folder = out
+            for part in relative.parent.parts:  # figures/ or a component's own folder, none of them a link
+                folder = output_folder(folder / part)
+            with writing(out / relative):
+                os.replace(staged, out / relative)
+            moved.append(out / relative)
+        order = {out / path.relative_to(staging): n for n, path in enumerate(listed) if path.is_relative_to(staging)}
+        return sorted(moved, key=lambda path: order.get(path, len(order)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_aggregate(runs: pd.DataFrame, summary: pd.DataFrame, keys: Sequence[str], components: Sequence[type],
+                    out: Path) -> tuple[list[Path], list[Path]]:
+    """runs.parquet, runs.csv, summary.csv, figures/ and the components' sweep outputs into `out` (made by
+    output_folders), every file atomically; returns (figures, other files written). An earlier
+    aggregation's figures that this one did not redraw are removed last (they may not apply any more),
+    so a write that fails midway leaves every earlier file in place. Raises OutputError for anything
+    that cannot be written."""
+    from rnn_sparsity.plots.sweep import draw_sweep_figures
+
+    stored = storable(runs)
+    write_output(out / "runs.parquet", lambda tmp: stored.to_parquet(tmp, index=False))
+    write_output(out / "runs.csv", lambda tmp: stored.to_csv(tmp, index=False))
+    write_output(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    figures_folder, plotted = out / FIGURES, sound(runs)
+    earlier = set(figures_folder.glob("*.png"))
+    with writing(figures_folder):
+        figures = draw_sweep_figures(plotted, keys, metric_columns(runs, components), figures_folder)
+    tables = []
+    for path in write_component_outputs(components, plotted, keys, out):
+        (figures if path.suffix == ".png" and path.parent.name == FIGURES else tables).append(path)
+    with writing(figures_folder):
+        for stale in earlier - set(figures):
+            stale.unlink()
+    return figures, tables
+
+
 # --------------------------------------------------------------------------------------------- status
 # what --status calls a class (in a job's line with dashes: one word): no DONE is all a run dir says of
 # its process, alive or killed
@@ -506,14 +686,61 @@ def status_report(groups: dict[Path, list[JobState]], quiet: bool = False) -> st
     return ("\n" if quiet else "\n\n").join(blocks)
 
 
+def output_folders(dirs: Sequence[Path], out: Path | None) -> Path:
+    """OUT and OUT/figures made, before anything is read, so that a read-only sweep dir or a planted link
+    ends the tool at once: the default OUT (`<first DIR>/aggregate`) and figures/ are the tool's own
+    names inside a sweep dir and may not be symbolic links; an --out the user names is used as named."""
+    if out is None:
+        out = output_folder(dirs[0] / AGGREGATE_DIR)
+    else:
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+    output_folder(out / FIGURES)
+    return out
+
+
+def aggregate_dirs(dirs: Sequence[Path], out: Path | None, trusted: Sequence[str]) -> int:
+    """The tool's work: the output folders (output_folders), the table, the summary, every file written
+    (write_aggregate), then the report printed. Raises OutputError for anything that cannot be written."""
+    out = output_folders(dirs, out)
+    runs = load_runs(dirs)
+    keys = swept_keys(runs)
+    components = run_components(sound(runs), trusted)
+    summary = summarize(runs, keys, components)
+    figures, tables = write_aggregate(runs, summary, keys, components, out)
+
+    n_completed = int((runs["status"] == "completed").sum())
+    print(f"{status_counts(runs['status'])}; swept: {', '.join(keys) or 'nothing'}\n")
+    shown = [c for c in summary if not c.startswith(("std_", "n_"))]  # summary.csv has std and n as well
+    print(summary[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    problems = problem_report(runs)
+    if problems:
+        print(f"\nNot completed ({len(runs) - n_completed}):\n{problems}")
+    for sweep in sweep_dirs(dirs):
+        if best := best_trial(sweep):
+            print(f"\n{shown_path(sweep)}: {best}")
+    tables_written = "".join(f", {path.name}" for path in tables)
+    print(f"\nWrote {out}/runs.parquet, runs.csv, summary.csv{tables_written} and {len(figures)} figures in {out}/figures")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; a missing DIR or one without run directories is a usage error (exit 2)."""
+    """Console entry point; a missing DIR or one without run directories is a usage error (exit 2), an
+    output that cannot be written one line on stderr (exit 1)."""
     parser = argparse.ArgumentParser(
-        prog="rnn-sparsity-aggregate",
+        prog=PROG,
         description="Collect run directories into runs.parquet/csv, a summary table and comparison figures.")
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
                         help="folders searched at any depth for run directories (.hydra/config.yaml)")
-    parser.add_argument("--out", type=Path, help="output folder (default: <first DIR>/aggregate)")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default: <first DIR>/aggregate); a read-only sweep is aggregated "
+                             "into a writable folder named here")
+    parser.add_argument("--trust", action="append", default=[], metavar="PACKAGE",
+                        help="also import the components (`_target_`) of runs from PACKAGE and its modules, for "
+                             "their summary metrics and sweep outputs; repeatable. rnn_sparsity is always "
+                             f"trusted; {TRUST_ENV}=pkg1,pkg2 adds packages too. A run whose component is "
+                             "untrusted is still listed: importing a module runs its code, and a sweep dir may "
+                             "come from someone else")
     parser.add_argument("--status", action="store_true",
                         help="only print each job's state (completed, diverged, failed, running or incomplete, "
                              "damaged, missing) and a count per sweep; writes nothing, draws nothing")
@@ -532,37 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.status:
         print(status_report(sweep_status(args.dirs), quiet=args.quiet))
         return 0
-    out = args.out or args.dirs[0] / AGGREGATE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-
-    runs = load_runs(args.dirs)
-    keys = swept_keys(runs)
-    plotted = sound(runs)
-    components = run_components(plotted)
-    summary = summarize(runs, keys, components)
-    runs.to_parquet(out / "runs.parquet", index=False)
-    runs.to_csv(out / "runs.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    for stale in (out / "figures").glob("*.png"):  # an earlier aggregation's figures may not apply any more
-        stale.unlink()
-    from rnn_sparsity.plots.sweep import draw_sweep_figures
-
-    figures = draw_sweep_figures(plotted, keys, metric_columns(runs, components), out / "figures")
-    tables = []
-    for cls in components:
-        for path in cls.sweep_outputs(plotted, keys, out):
-            (figures if path.suffix == ".png" and path.parent.name == "figures" else tables).append(path)
-
-    n_completed = int((runs["status"] == "completed").sum())
-    print(f"{status_counts(runs['status'])}; swept: {', '.join(keys) or 'nothing'}\n")
-    shown = [c for c in summary if not c.startswith(("std_", "n_"))]  # summary.csv has std and n as well
-    print(summary[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    problems = problem_report(runs)
-    if problems:
-        print(f"\nNot completed ({len(runs) - n_completed}):\n{problems}")
-    for sweep in sweep_dirs(args.dirs):
-        if best := best_trial(sweep):
-            print(f"\n{shown_path(sweep)}: {best}")
-    tables_written = "".join(f", {path.name}" for path in tables)
-    print(f"\nWrote {out}/runs.parquet, runs.csv, summary.csv{tables_written} and {len(figures)} figures in {out}/figures")
-    return 0
+    try:
+        return aggregate_dirs(args.dirs, args.out, trusted_packages(args.trust))
+    except OutputError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
