@@ -138,3 +138,31 @@ def test_a_job_composed_by_the_sweeper_is_not_composed_again_by_its_launcher():
     assert loader.other() == "the wrapped loader's"
     copy = pickle.loads(pickle.dumps(loader))
     assert copy.kept == {} and copy.load_sweep_config(master, ["seed=2"])["overrides"] == ["seed=2"]
+
+
+def test_the_resume_sweepers_loader_keeps_only_what_it_is_told_to_keep():
+    """keep_first=False (the resume sweeper, which composes only the jobs it must look at): a launcher's
+    composition of any other job is used once, not kept; what the sweeper keeps is what the launch gets;
+    `discard` drops what one sweep still keeps (jobs never launched), not another sweep's."""
+    from types import SimpleNamespace
+
+    from rnn_sparsity.composition import ComposedOnce, compose_once
+
+    loader, master, other = ComposedOnce(Loader(), keep_first=False), object(), object()
+    for seed in range(200):
+        loader.load_sweep_config(master, [f"seed={seed}"])
+    assert loader.kept == {}
+    composed = {"overrides": ["seed=1"]}
+    loader.keep(master, ["seed=1"], composed)
+    assert loader.load_sweep_config(master, ["seed=1"]) is composed and loader.kept == {}
+    loader.keep(master, ["seed=2"], composed)
+    loader.keep(other, ["seed=2"], composed)
+    loader.discard(master)
+    assert loader.take(master, ["seed=2"]) is not composed  # composed anew
+    assert loader.take(other, ["seed=2"]) is composed and loader.kept == {}
+
+    for first, second in ((True, False), (False, True)):  # the vmap launcher and the resume sweeper, either order
+        context = SimpleNamespace(config_loader=Loader())
+        compose_once(context, keep_first=first)
+        assert compose_once(context, keep_first=second) is context.config_loader
+        assert context.config_loader.keep_first is False
