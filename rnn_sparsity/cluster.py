@@ -2,12 +2,14 @@
 one, is one SLURM job submitted with submitit.
 
 The submitting process composes every job and writes its run directory and `.hydra/` records (as the
-vmap launcher does), groups the valid runs by static configuration (batch.group_runs) and records the
-invalid ones at once. Each group becomes one job (`batch_size` null: the node splits it into batches
-that fit its memory) or one job per `batch_size` members. On the node a `BatchJob` calls
-batch.run_batch on its runs, exactly what the in-process vmap launcher calls, so every run directory
-holds the same files. The submitter waits, logging each job as it ends, and returns each run's metrics
-or the error that ended it.
+vmap launcher does), groups the valid runs by static configuration (experiment.group_runs) and by where
+they train (`Place`: their job's hydra.job.env_set and, with hydra.job.chdir, their directory), and
+records the invalid ones at once. Each group becomes one job (`batch_size` null: the node splits it into
+batches that fit its memory) or one job per `batch_size` members. On the node a `BatchJob` sets Hydra's
+state as it was in the submitter (the config store and OmegaConf's resolvers, a user's own included, as
+Hydra's submitit and joblib launchers do), enters its place and calls experiment.run_batch on its runs,
+exactly what the in-process vmap launcher calls, so every run directory holds the same files. The
+submitter waits, logging each job as it ends, and returns each run's metrics or the error that ended it.
 
 A job that SLURM preempts or that reaches its time limit gets SIGUSR2 (`signal_delay_s` before the
 limit); the fit holds it until its next chunk boundary, checkpoints every member there
@@ -22,12 +24,14 @@ the submitter to validate and group).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig
 
@@ -36,25 +40,72 @@ log = logging.getLogger(__name__)
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (the same jobs as processes on this machine)
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where runs train: the environment variables their Hydra job sets (hydra.job.env_set) and the
+    working directory (hydra.job.chdir=true: the run's directory; None: wherever the process is). Runs
+    share a program only when they share a place."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+
+    @classmethod
+    def of(cls, env_set: Mapping[str, Any], cwd: str | None = None) -> Place:
+        return cls(tuple(sorted((str(name), str(value)) for name, value in env_set.items())), cwd)
+
+    @contextlib.contextmanager
+    def entered(self, env: bool = True) -> Iterator[None]:
+        """Inside: this working directory and (unless env=False, as Hydra's on_job_end sees it) these
+        environment variables; afterwards both as they were."""
+        from hydra.core.utils import env_override
+
+        before = os.getcwd()
+        with env_override(dict(self.env) if env else {}):
+            if self.cwd is not None:
+                os.chdir(self.cwd)
+            try:
+                yield
+            finally:
+                os.chdir(before)
+
+
 @dataclass
 class BatchJob:
-    """One cluster job: batch.run_batch of its runs on the node. Checkpointable: submitit requeues it
-    on preemption and time limits, and the requeued job resumes from the runs' checkpoints."""
+    """One cluster job: experiment.run_batch of its runs on the node, with the submitter's Hydra state
+    (Singleton.get_state(): the config store and OmegaConf's resolvers) and in its runs' place.
+    Checkpointable: submitit requeues it on preemption and time limits, and the requeued job resumes
+    from the runs' checkpoints."""
 
     cfgs: list
     run_dirs: list
     log_files: list
     batch_size: int | None = None
+    fingerprints: list | None = None  # each config's as composed (None: of `cfgs`), see run_batch
+    place: Place = field(default_factory=Place)
+    hydra_state: Any = None  # hydra.core.singleton.Singleton.get_state() in the submitter
 
     def __call__(self) -> list:
-        from .batch import run_batch
+        from .experiment import run_batch
 
         # the job's stderr (in the submitit folder) gets what the submitter's console would: INFO, as Hydra's
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         logging.getLogger("jax").setLevel(logging.WARNING)
+        self.restore_hydra_state()
+        with self.place.entered():
+            outcomes = run_batch(self.cfgs, self.run_dirs, batch_size=self.batch_size, log_files=self.log_files,
+                                 fingerprints=self.fingerprints)
+        return [portable(outcome) for outcome in outcomes]
 
-        return [portable(outcome) for outcome in run_batch(self.cfgs, self.run_dirs, batch_size=self.batch_size,
-                                                           log_files=self.log_files)]
+    def restore_hydra_state(self) -> None:
+        """Hydra's state as the submitter had it, as Hydra's own launchers set it on their workers: a
+        resolver or config the user registered there (a callback, an imported module) works here too."""
+        if self.hydra_state is None:
+            return
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import setup_globals
+
+        Singleton.set_state(self.hydra_state)
+        setup_globals()
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """What submitit resubmits when it requeues this job: the job itself (its runs hold the state)."""
@@ -75,17 +126,30 @@ def portable(outcome: Any) -> Any:
 
 
 def plan_jobs(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_files: Sequence[Path | None],
-              batch_size: int | None) -> tuple[list[list[int]], dict[int, BaseException]]:
-    """The cluster jobs as lists of run indices (each group whole, or cut into `batch_size` members),
-    and the runs refused before any job (recorded in their run directories, as run_batch does)."""
-    from .batch import group_runs, refuse
+              batch_size: int | None, places: Sequence[Place] | None = None,
+              ) -> tuple[list[list[int]], dict[int, BaseException]]:
+    """The cluster jobs as lists of run indices (each group of one static configuration and one place
+    whole, or cut into `batch_size` members), and the runs refused before any job (recorded in their run
+    directories, as run_batch does)."""
+    from .experiment import group_runs, refuse
 
     groups, _, refused = group_runs(cfgs)
     for i, err in refused.items():
         refuse(Path(run_dirs[i]), log_files[i], err)
-    jobs = [group[k:k + (batch_size or len(group))] for group in groups
-            for k in range(0, len(group), batch_size or len(group))]
+    placed = [part for group in groups for part in split_by_place(group, places)]
+    jobs = [part[k:k + (batch_size or len(part))] for part in placed
+            for k in range(0, len(part), batch_size or len(part))]
     return jobs, dict(refused)
+
+
+def split_by_place(indices: Sequence[int], places: Sequence[Place] | None) -> list[list[int]]:
+    """`indices` cut into the runs of each place, in order of first appearance (one part: no places)."""
+    if places is None:
+        return [list(indices)]
+    parts: dict[Place, list[int]] = {}
+    for i in indices:
+        parts.setdefault(places[i], []).append(i)
+    return list(parts.values())
 
 
 def executor_parameters(launcher_cfg: dict) -> dict[str, Any]:
@@ -113,14 +177,17 @@ def check_cluster(cluster: str) -> str:
 
 
 def run_on_cluster(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_files: Sequence[Path | None],
-                   launcher_cfg: dict) -> list[Any]:
-    """Submit the runs as cluster jobs (launcher_cfg: the vmap_slurm launcher's keys), wait for them
-    all, polling every `poll_s`, and return each run's metrics or error."""
+                   launcher_cfg: dict, fingerprints: Sequence[str] | None = None,
+                   places: Sequence[Place] | None = None) -> list[Any]:
+    """Submit the runs as cluster jobs (launcher_cfg: the vmap_slurm launcher's keys; fingerprints and
+    places: each run's, see run_batch and Place), wait for them all, polling every `poll_s`, and return
+    each run's metrics or error."""
     import submitit
+    from hydra.core.singleton import Singleton
 
     cluster = check_cluster(launcher_cfg["cluster"])
     outcomes: list[Any] = [None] * len(cfgs)
-    jobs, refused = plan_jobs(cfgs, run_dirs, log_files, launcher_cfg["batch_size"])
+    jobs, refused = plan_jobs(cfgs, run_dirs, log_files, launcher_cfg["batch_size"], places)
     for i, err in refused.items():
         outcomes[i] = err
     if not jobs:
@@ -128,10 +195,13 @@ def run_on_cluster(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_fil
     executor = submitit.AutoExecutor(folder=launcher_cfg["submitit_folder"], cluster=cluster,
                                      slurm_max_num_timeout=launcher_cfg["max_num_timeout"])
     executor.update_parameters(**executor_parameters(launcher_cfg))
+    hydra_state = Singleton.get_state()  # once for every job: it copies the whole config store
     submitted = []
     for indices in jobs:
         work = BatchJob([cfgs[i] for i in indices], [Path(run_dirs[i]) for i in indices],
-                        [log_files[i] for i in indices], launcher_cfg["batch_size"])
+                        [log_files[i] for i in indices], launcher_cfg["batch_size"],
+                        fingerprints=None if fingerprints is None else [fingerprints[i] for i in indices],
+                        place=Place() if places is None else places[indices[0]], hydra_state=hydra_state)
         submitted.append((executor.submit(work), indices))
     log.info("submitted %d %s job%s for %d runs: %s", len(submitted), cluster, "s" * (len(submitted) > 1),
              sum(map(len, jobs)), ", ".join(f"{job.job_id} ({len(ix)} runs)" for job, ix in submitted))

@@ -1,17 +1,22 @@
 """The vmap launcher's cluster mode (rnn_sparsity/cluster.py) without a cluster: how a sweep is cut
-into jobs, and a sweep through submitit's local executor (real processes) that ends with the files the
-in-process vmap launcher writes. tests/test_slurm.py runs the same through a real SLURM."""
+into jobs, what a job takes to its node (Hydra's state, its runs' place), and a sweep through submitit's
+local executor (real processes) that ends with the files the in-process vmap launcher writes.
+tests/test_slurm.py runs the same through a real SLURM."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import TINY, assert_same_run, compose_cfg
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.cluster import executor_parameters, plan_jobs
+from rnn_sparsity.cluster import BatchJob, executor_parameters, plan_jobs
+
+PLACE_VAR = "RNN_SPARSITY_PLACE_TEST"
 
 
 def test_jobs_are_whole_groups_or_batches_of_them_and_invalid_runs_are_refused_before_any_job(tmp_path):
@@ -67,3 +72,63 @@ def test_an_unknown_cluster_is_refused_when_the_launcher_is_made():
     with pytest.raises(ValueError, match="hydra.launcher.cluster=pbs: must be one of slurm | local"):
         VmapSlurmLauncher(cluster="pbs")
     assert VmapSlurmLauncher(cluster="local", batch_size=2).cluster == {"batch_size": 2, "cluster": "local"}
+
+
+def test_runs_of_one_group_in_different_places_are_different_jobs(tmp_path):
+    """Runs share a job only where they share a place: their env_set and, with chdir, their directory."""
+    from rnn_sparsity.cluster import Place
+
+    cfgs = [compose_cfg(f"seed={seed}") for seed in range(4)]  # one static configuration
+    here, there = Place.of({"VAR": "1"}), Place.of({"VAR": "2"})
+    places = [here, there, Place.of({"VAR": 1}), Place.of({"VAR": "1"}, cwd=str(tmp_path))]
+    jobs, _ = plan_jobs(cfgs, [tmp_path / str(i) for i in range(4)], [None] * 4, batch_size=None, places=places)
+    assert jobs == [[0, 2], [1], [3]]
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_a_batch_job_trains_in_its_place_with_the_submitters_hydra_state(tmp_path, monkeypatch):
+    """On the node, run_batch runs with Hydra's state as the submitter had it (a resolver registered
+    there), the place's env_set and working directory, and the runs' fingerprints; both as before after."""
+    import rnn_sparsity.experiment as experiment
+    from hydra.core.singleton import Singleton
+    from omegaconf import OmegaConf
+
+    from rnn_sparsity.cluster import Place
+
+    seen = {}
+
+    def run_batch(cfgs, run_dirs, **kwargs):
+        seen.update(env=os.environ.get(PLACE_VAR), cwd=os.getcwd(), fingerprints=kwargs["fingerprints"],
+                    resolved=OmegaConf.create({"x": "${place_test:}"}).x)
+        return [{"status": "completed"}]
+
+    monkeypatch.setattr(experiment, "run_batch", run_batch)
+    OmegaConf.register_new_resolver("place_test", lambda: "the submitter's")
+    state = Singleton.get_state()
+    OmegaConf.clear_resolver("place_test")  # as on a node, which never registered it
+    launch_dir = os.getcwd()
+    job = BatchJob([compose_cfg()], [tmp_path / "0"], [None], fingerprints=["f0"],
+                   place=Place.of({PLACE_VAR: "on"}, cwd=str(tmp_path)), hydra_state=state)
+    assert job() == [{"status": "completed"}]
+    assert seen == {"env": "on", "cwd": str(tmp_path), "fingerprints": ["f0"], "resolved": "the submitter's"}
+    assert PLACE_VAR not in os.environ and os.getcwd() == launch_dir
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_the_submitters_resolvers_reach_a_fresh_process(tmp_path):
+    """A BatchJob as submitit sends it (cloudpickle) to a process that never registered the resolver:
+    it resolves there once the job has set Hydra's state."""
+    import cloudpickle
+    from hydra.core.singleton import Singleton
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("node_test", lambda: "the submitter's")
+    (tmp_path / "job.pkl").write_bytes(cloudpickle.dumps(BatchJob([], [], [], hydra_state=Singleton.get_state())))
+    script = ("import pickle, sys\nfrom omegaconf import OmegaConf\njob = pickle.load(open(sys.argv[1], 'rb'))\n"
+              "print(OmegaConf.has_resolver('node_test'))\njob.restore_hydra_state()\n"
+              "print(OmegaConf.create({'x': '${node_test:}'}).x)\n")
+    tests = str(Path(__file__).parent)  # what this process's config store holds (a test's schema) unpickles there
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "job.pkl")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.stdout.splitlines() == ["False", "the submitter's"], proc.stderr[-2000:]

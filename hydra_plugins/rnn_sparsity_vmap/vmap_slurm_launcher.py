@@ -5,8 +5,11 @@
         hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=120
 
 Jobs are composed, numbered and given their run directories and `.hydra/` records here, as by the vmap
-launcher; the training runs on the nodes, which must see the sweep directory (a shared file system) and
-this Python environment. A job SLURM preempts or times out checkpoints its runs and is requeued (at
+launcher, whose Hydra contracts hold the same way: callbacks fire here, on_job_start before the jobs are
+submitted and on_job_end with each job's real return once they have all ended; each SLURM job takes
+Hydra's state (a user's resolvers) to its node and trains its runs with their env_set (and chdir) there.
+The training runs on the nodes, which must see the sweep directory (a shared file system) and this
+Python environment. A job SLURM preempts or times out checkpoints its runs and is requeued (at
 most max_num_timeout times for time limits); one cancelled for good is resubmitted by running the
 same sweep command again, and resumes. cluster=local runs the same jobs through submitit's local
 executor on this machine (no SLURM needed).
@@ -54,6 +57,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="vmap_slurm", node=Vma
 
 
 class VmapSlurmLauncher(VmapLauncher):
+    name = "vmap_slurm"
+
     def __init__(self, batch_size: Optional[int] = None, **cluster: Any) -> None:
         super().__init__(batch_size=batch_size, progress=False)  # no bar on a node: one log line per chunk
         from rnn_sparsity.cluster import check_cluster  # no JAX there
@@ -61,9 +66,17 @@ class VmapSlurmLauncher(VmapLauncher):
         check_cluster(cluster["cluster"])
         self.cluster = {"batch_size": self.batch_size, **cluster}
 
-    def run_jobs(self, cfgs: list, run_dirs: list, log_files: list) -> list:
+    def train(self, jobs: list) -> None:
+        """Every job's on_job_start, then all of them submitted at once (rnn_sparsity.cluster), then, once
+        every cluster job has ended, every job's on_job_end with its real return."""
         from rnn_sparsity.cluster import run_on_cluster
 
+        for job in jobs:
+            self.start(job)
         cluster = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
                    for key, value in self.cluster.items()}
-        return run_on_cluster(cfgs, run_dirs, log_files, cluster)
+        outcomes = run_on_cluster([job.cfg for job in jobs], [job.run_dir for job in jobs],
+                                  [job.log_file for job in jobs], cluster,
+                                  fingerprints=[job.fingerprint for job in jobs], places=[job.place for job in jobs])
+        for job, outcome in zip(jobs, outcomes):
+            self.end(job, outcome)
