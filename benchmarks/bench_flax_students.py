@@ -21,7 +21,8 @@ import numpy as np
 from hydra import compose, initialize_config_module
 
 import rnn_sparsity.config  # noqa: F401
-from rnn_sparsity.experiment import make_run, set_precision
+from rnn_sparsity.build import make_run, set_precision
+from rnn_sparsity.fit import Program
 from rnn_sparsity.maths import ACTIVATIONS
 from rnn_sparsity.models.cnn1d import conv_stride_k
 from rnn_sparsity.train import Trainer
@@ -74,11 +75,12 @@ def bench(name: str, overrides: list[str], rounds: int) -> None:
     t = flax_trainer
     plain_model = t.model._replace(apply=plain_apply(cfg))
     plain_trainer = Trainer(plain_model, t.task, t.regularizer, t.stages, t.proximal, t.chunk_steps, t.dtype,
-                            t.batch_size, t.patience)
+                            t.batch_size, t.patience)  # the same options (full batch here)
     key = jax.random.key(0)
     results = {}
     for label, trainer in (("flax", flax_trainer), ("plain", plain_trainer)):
-        state = trainer.compiled_begin[0](trainer.compiled_init(key, hyper), hyper)
+        program = Program(trainer)
+        state = program.begin(0, program.init(key, hyper), hyper)
         chunk = jax.jit(lambda s, h, trainer=trainer: trainer.run_chunk(0, CHUNK, s, h))
         compile_s, (_, records) = timed(lambda: chunk(state, hyper))
         results[label] = {"state": state, "chunk": chunk, "compile": compile_s, "loss": np.asarray(records["loss"]),

@@ -7,7 +7,7 @@ The study (laschulz/investigating_sparseNN): a bias-free 12-128-128-1 relu MLP s
 SGD lr 0.005 with momentum 0.9, batches of 16 reshuffled every epoch, MSE plus λ·Σ|w| (λ = 1e-5, penalty mode),
 float32, x ~ N(0, I₁₂). The tool runs `Trainer.run_chunk` (one jitted lax.scan of CHUNK steps, as a run does,
 with its divergence check, best-epoch tracking and records); 9 members run as the vmap launcher runs them
-(`batch.BatchedTrainer`, one program). The bound is what one would write by hand in plain JAX: per epoch one
+(`fit.Program`, one vmapped program). The bound is what one would write by hand in plain JAX: per epoch one
 permutation, the data gathered into batches, a lax.scan of value_and_grad + optax.sgd over them; 9 members
 are its jax.vmap. Both start from the same parameters and see the same data; each is compiled first, then
 timed round by round, interleaved, so machine noise hits both alike. It prints µs per step, as CPU time of
@@ -30,8 +30,8 @@ import optax
 from hydra import compose, initialize_config_module
 
 import rnn_sparsity.config  # noqa: F401
-from rnn_sparsity.batch import BatchedTrainer, stack
-from rnn_sparsity.experiment import make_run, set_precision
+from rnn_sparsity.build import make_run, set_precision
+from rnn_sparsity.fit import Program, stack
 
 BATCH, LR, MOMENTUM, LAMBDA = 16, 0.005, 0.9, 1e-5
 STUDY = ["task=teacher_student", "model=mlp", "model.sizes=[12,128,128,1]", "model.init_scale=0.2",
@@ -57,17 +57,13 @@ def tool(n_train: int, members: int):
     set_precision(cfg.precision)
     _, trainer, hyper = make_run(cfg)
     keys = [jax.random.key(seed) for seed in range(members)]
-    start = jnp.asarray(0, jnp.int32)
+    program = Program(trainer, [trainer] * members)  # one member: the plain program; more: vmapped
+    hypers = program.stack([hyper] * members)
+    state = program.begin(0, program.init(program.stack(keys), hypers), hypers)
+    params = program.split(state.params)
     if members == 1:
-        state = trainer.compiled_begin[0](trainer.compiled_init(keys[0], hyper), hyper)
-        chunk = trainer.compiled_chunk(0, CHUNK)
-        return (lambda: chunk(state, hyper, start)), trainer, [state.params]
-    batched = BatchedTrainer(trainer)
-    hypers = stack([hyper] * members)
-    state = batched.begin[0](batched.init(jnp.stack(keys), hypers), hypers)
-    chunk = batched.chunk(0, CHUNK)
-    params = [jax.tree.map(lambda a, i=i: a[i], state.params) for i in range(members)]
-    return (lambda: chunk(state, hypers, start)), trainer, params
+        return (lambda: program.chunk(0, CHUNK, state, hypers, 0)), trainer, params
+    return (lambda: program.chunk(0, CHUNK, state, hypers, 0)), trainer, params
 
 
 def bound(trainer, params: list[dict]):

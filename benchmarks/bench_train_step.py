@@ -3,7 +3,7 @@
     python benchmarks/bench_train_step.py [--quick]
 
 For each configuration (the small learning config and the full seed spec) it times jitted Adam chunks,
-of one run and of 5 runs (λ ∈ {0, 1e-5, 1e-4, 1e-3, 1e-2}) as one vmapped program (batch.BatchedTrainer,
+of one run and of 5 runs (λ ∈ {0, 1e-5, 1e-4, 1e-3, 1e-2}) as one vmapped program (fit.Program,
 what hydra/launcher=vmap runs), and counts FLOPs as 6·B·N²·T per step and run (forward J·tanh(x): 2BN² per time step; backward: two more
 matmuls of the same size), then prints achieved GFLOP/s beside two references measured in the same
 run, interleaved with the steps so machine noise hits both alike:
@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from hydra import compose, initialize_config_module
 
 import rnn_sparsity.config  # noqa: F401
-from rnn_sparsity.batch import BatchedTrainer, stack
-from rnn_sparsity.experiment import make_run, set_precision
+from rnn_sparsity.build import make_run, set_precision
+from rnn_sparsity.fit import Program
 
 LAMBDAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)  # the members of the batched program
 
@@ -72,12 +72,17 @@ def chunks(overrides: list[str], chunk: int):
     set_precision(cfgs[0].precision)
     runs = [make_run(cfg) for cfg in cfgs]
     trainer, hypers = runs[0][1], [hyper for _, _, hyper in runs]
-    state = trainer.compiled_begin[0](trainer.compiled_init(jax.random.key(0), hypers[0]), hypers[0])
-    one = trainer.compiled_chunk(0, chunk)
-    batched, hyper = BatchedTrainer(trainer), stack(hypers)
-    states = batched.begin[0](batched.init(jax.numpy.stack([jax.random.key(i) for i in range(len(hypers))]), hyper),
-                              hyper)
-    many = batched.chunk(0, chunk)
+    single, batched = Program(trainer), Program(trainer, [trainer] * len(hypers))
+    state = single.begin(0, single.init(jax.random.key(0), hypers[0]), hypers[0])
+    hyper = batched.stack(hypers)
+    states = batched.begin(0, batched.init(batched.stack([jax.random.key(i) for i in range(len(hypers))]), hyper), hyper)
+
+    def one(s, h):
+        return single.chunk(0, chunk, s, h, 0)
+
+    def many(s, h):
+        return batched.chunk(0, chunk, s, h, 0)
+
     jax.block_until_ready((one(state, hypers[0]), many(states, hyper)))  # compile both
     return cfgs[0], trainer, (lambda: one(state, hypers[0])[1]["loss"]), (lambda: many(states, hyper)[1]["loss"])
 

@@ -9,10 +9,13 @@
   analysis.npz       arrays from analysis (eig_steps, eig_values, final_eigenvalues, task_* ...)
   figures/*.png      per-run figures, drawn from the files above
   fingerprint        sha256 of the config the run started with (`config_fingerprint`), written by
-                     `begin_run` (which clears DONE first) before anything is computed
+                     `begin_run` (which clears DONE first) before the config is validated; then the
+                     sha256 of .hydra/config.yaml once the run's record of it is final
   checkpoint/        while a run trains: its newest checkpoint (checkpoints.py), removed by `mark_done`
                      and by a `begin_run` of another config
-  DONE               written last: a run directory is complete only when it exists
+  DONE               written last, listing every file it vouches for with its size: a run directory
+                     is complete only when it exists, those files are there and the config record is
+                     the one the run hashed (`trust_problem`)
 ```
 
 A rerun of a sweep into the same directory skips every run that is complete (DONE, status completed
@@ -203,32 +206,114 @@ def read_params(run_dir: Path, prefix: str = "") -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if not k.startswith((INIT, MASK))}
 
 
+RESULTS = (METRICS, HISTORY, PARAMS, ANALYSIS)  # what a run writes before its figures and DONE
+
+
 def mark_done(run_dir: Path) -> Path:
-    """The run is complete: DONE, then its checkpoint (no longer needed) removed."""
-    path = Path(run_dir) / DONE
+    """The run is complete: DONE, listing the results it vouches for with their sizes (figures are drawn
+    from them and may be redrawn: not listed), then its checkpoint (no longer needed) removed."""
+    run_dir = Path(run_dir)
+    files = [name for name in RESULTS if (run_dir / name).is_file()]
+    path = run_dir / DONE
     with atomic_path(path) as tmp:
-        tmp.write_text("")
+        tmp.write_text(json.dumps({"files": {name: (run_dir / name).stat().st_size for name in files}}, indent=1) + "\n")
     remove_checkpoint(run_dir)
     return path
 
 
-CHECKPOINT_STEP = re.compile(r"^\d{10}$")  # a committed checkpoint (stage, chunks); orbax's temporary names differ
+def remove_results(run_dir: Path) -> None:
+    """Remove a run's results and figures (those of another config, or of a refused rerun's last run)."""
+    for name in RESULTS:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    shutil.rmtree(Path(run_dir) / FIGURES, ignore_errors=True)
+
+
+def done_manifest_problem(run_dir: Path) -> str:
+    """"" when every file DONE vouches for is there (the arrays and history with the size they had); else
+    what is not. A DONE of an earlier release (empty) vouches for metrics, history and params."""
+    run_dir = Path(run_dir)
+    try:
+        text = (run_dir / DONE).read_text()
+        files = json.loads(text)["files"] if text.strip() else {name: None for name in (METRICS, HISTORY, PARAMS)}
+        files = dict(files)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{DONE}: unreadable ({type(err).__name__})"
+    for name, size in files.items():
+        path = run_dir / name
+        if not path.is_file():
+            return f"{name}: missing although DONE lists it"
+        if size is not None and name != METRICS and path.stat().st_size != size:  # metrics.json may gain keys by hand
+            return f"{name}: {path.stat().st_size} bytes, DONE lists {size}"
+    return ""
+
+
+def trust_problem(run_dir: Path) -> str:
+    """"" when a finished run's results are its config's: DONE's files all there (done_manifest_problem)
+    and .hydra/config.yaml saying what it said when the run began (record_fingerprint, kept beside the
+    fingerprint); else what is wrong."""
+    if problem := done_manifest_problem(run_dir):
+        return problem
+    recorded = read_config_hash(run_dir)
+    if recorded is not None and record_fingerprint(run_dir) != recorded:
+        return f"{CONFIG}: changed since the run (its results are not this config's)"
+    return ""
+
+
+CHECKPOINT_STEP = re.compile(r"^(\d{10})\.npz$")  # a committed checkpoint: <stage><chunks done>.npz (checkpoints.py)
 
 
 def checkpoint_names(run_dir: Path) -> list[str]:
-    """The complete checkpoints of a run directory (checkpoints.py writes them), oldest first."""
-    folder = Path(run_dir) / CHECKPOINT
-    return sorted(p.name for p in folder.iterdir() if CHECKPOINT_STEP.match(p.name)) if folder.is_dir() else []
+    """The positions (<stage><chunks done>) of a run directory's complete checkpoints, oldest first;
+    [] when there is none, and when its checkpoint folder is a file or cannot be read (a run's
+    checkpoints.load reports and removes that; a scan such as the resume sweeper's goes on)."""
+    try:
+        entries = os.listdir(Path(run_dir) / CHECKPOINT)
+    except OSError:
+        return []
+    return sorted(match.group(1) for match in map(CHECKPOINT_STEP.match, entries) if match)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run directory, or None."""
+    """The newest complete checkpoint file of a run directory, or None (also for a damaged folder)."""
     names = checkpoint_names(run_dir)
-    return Path(run_dir) / CHECKPOINT / names[-1] if names else None
+    return Path(run_dir) / CHECKPOINT / f"{names[-1]}.npz" if names else None
 
 
 def remove_checkpoint(run_dir: Path) -> None:
-    shutil.rmtree(Path(run_dir) / CHECKPOINT, ignore_errors=True)
+    """Remove a run directory's checkpoint folder whatever became of it: a file or link in its place is
+    unlinked (a link is never followed), a folder made unreadable gets its owner's permissions back
+    and goes, and one that still cannot be removed is renamed aside (.checkpoint.<random>.removed), so
+    a new run can write its own. Never raises: where not even a rename works, the run directory itself
+    cannot be written, and the run fails on its own writes."""
+    path = Path(run_dir) / CHECKPOINT
+    if not os.path.lexists(path):
+        return
+    with suppress(OSError):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+            return
+        try:
+            shutil.rmtree(path)
+        except OSError:
+            _grant_owner_access(path)
+            shutil.rmtree(path)
+    if os.path.lexists(path):
+        with suppress(OSError):
+            path.rename(path.with_name(f".{CHECKPOINT}.{os.urandom(4).hex()}.removed"))
+
+
+def _grant_owner_access(folder: Path) -> None:
+    """Give the owner read, write and search permission on a folder and every folder below it (top
+    down, so a folder made unreadable can then be walked), where this process may change them."""
+    def grant(path: str) -> None:
+        with suppress(OSError):
+            if not os.path.islink(path):
+                os.chmod(path, os.lstat(path).st_mode & 0o7777 | 0o700)
+
+    grant(str(folder))
+    for root, names, _ in os.walk(folder):  # each level's folders opened up before the walk enters them
+        for name in names:
+            grant(os.path.join(root, name))
 
 
 def config_fingerprint(cfg) -> str:
@@ -245,29 +330,71 @@ def config_fingerprint(cfg) -> str:
 
 
 def begin_run(run_dir: Path, fingerprint: str, resume: bool = True) -> None:
-    """A run starts in `run_dir`: no DONE of an earlier attempt and no checkpoint of another config (or
-    none at all without `resume`), then the fingerprint of its config (a checkpoint of this one stays:
-    the run resumes from it)."""
+    """A run starts in `run_dir` (before its config is validated): no DONE of an earlier attempt, no
+    temporary files of a killed write, no results or checkpoint of another config (nor a checkpoint at
+    all without `resume`), then the fingerprint of its config. A checkpoint of this config stays: the
+    run resumes from it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     clear_done(run_dir)
-    if not resume or read_fingerprint(run_dir) != fingerprint:
+    remove_temp_files(run_dir)
+    if read_fingerprint(run_dir) != fingerprint:
+        remove_results(run_dir)
         remove_checkpoint(run_dir)
-    with atomic_path(run_dir / FINGERPRINT) as tmp:
-        tmp.write_text(fingerprint + "\n")
+    elif not resume:
+        remove_checkpoint(run_dir)
+    write_fingerprint(run_dir, fingerprint)
+
+
+def write_fingerprint(run_dir: Path, fingerprint: str, record_hash: str | None = None) -> None:
+    """`fingerprint`: the config's (config_fingerprint, what a rerun compares); then, once the run's
+    config record is final, its record_fingerprint (what a reader checks .hydra/config.yaml against)."""
+    with atomic_path(Path(run_dir) / FINGERPRINT) as tmp:
+        tmp.write_text(fingerprint + "\n" + (f"{record_hash}\n" if record_hash else ""))
+
+
+def _fingerprint_lines(run_dir: Path) -> list[str]:
+    try:
+        return (Path(run_dir) / FINGERPRINT).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def read_fingerprint(run_dir: Path) -> str | None:
-    path = Path(run_dir) / FINGERPRINT
-    return path.read_text().strip() if path.exists() else None
+    lines = _fingerprint_lines(run_dir)
+    return lines[0] if lines else None
+
+
+def read_config_hash(run_dir: Path) -> str | None:
+    """The record_fingerprint the run recorded (None: a run without a config record, or of an earlier release)."""
+    lines = _fingerprint_lines(run_dir)
+    return lines[1] if len(lines) > 1 else None
+
+
+def record_fingerprint(run_dir: Path) -> str | None:
+    """The fingerprint of .hydra/config.yaml as a reader finds it (its keys that change results: not
+    Hydra's node nor NOT_RESULTS), or None when there is none or it cannot be read. Computed the same way
+    when the run records it and when a reader checks it, so only a change of what the file says counts."""
+    import hashlib
+
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        tree = yaml.load((Path(run_dir) / CONFIG).read_text(), Loader=loader)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if not isinstance(tree, dict):
+        return None
+    for key in ("hydra", *NOT_RESULTS):
+        tree.pop(key, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def finished_metrics(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     """The metrics of a run directory that holds the complete result of the config with this
-    fingerprint (DONE, the same fingerprint, status completed or diverged: a rerun would diverge
-    again); None for any other."""
+    fingerprint (DONE, the same fingerprint, every file DONE lists there and the config record the run's
+    own: trust_problem; status completed or diverged: a rerun would diverge again); None for any other."""
     run_dir = Path(run_dir)
-    if not is_done(run_dir) or read_fingerprint(run_dir) != fingerprint:
+    if not is_done(run_dir) or read_fingerprint(run_dir) != fingerprint or trust_problem(run_dir):
         return None
     try:
         metrics = read_metrics(run_dir)
@@ -294,21 +421,33 @@ def read_overrides(run_dir: Path) -> list[str]:
 
 
 def complete_config(run_dir: Path, cfg) -> bool:
-    """Rewrite .hydra/config.yaml with `cfg` where validation added keys it lacks (the schema defaults of
-    a component whose YAML did not name its schema): the run's record then holds every key it ran
-    with. Returns whether it rewrote the file; a run without Hydra's record is left alone."""
+    """Add to .hydra/config.yaml the keys of `cfg` it lacks (the schema defaults validation filled in for
+    a component whose YAML did not name its schema): the run's record then holds every key it ran with,
+    and says everything else as Hydra wrote it (an interpolation such as `${hydra:job.num}` stays one,
+    also where a launcher hands over the job's config resolved). Returns whether it rewrote the file; a
+    run without Hydra's record is left alone."""
     from omegaconf import OmegaConf
 
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return False
     saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    current = OmegaConf.to_container(cfg, resolve=False)
-    if saved == current:
+    if not _add_missing(saved, OmegaConf.to_container(cfg, resolve=False)):
         return False
     with atomic_path(path) as tmp:
-        OmegaConf.save(cfg, tmp, resolve=False)
+        OmegaConf.save(OmegaConf.create(saved), tmp, resolve=False)
     return True
+
+
+def _add_missing(record: dict, current: dict) -> bool:
+    """Add the keys of `current` that `record` lacks, at any depth; whether any was added."""
+    added = False
+    for key, value in current.items():
+        if key not in record:
+            record[key], added = value, True
+        elif isinstance(value, dict) and isinstance(record[key], dict):
+            added = _add_missing(record[key], value) or added
+    return added
 
 
 def figures_dir(run_dir: Path) -> Path:
@@ -395,6 +534,9 @@ def check_run(run_dir: Path) -> RunCheck:
     for name, find_problem in ((HISTORY, _history_problem), (PARAMS, _arrays_problem), (ANALYSIS, _arrays_problem)):
         if (run_dir / name).exists() and (problem := find_problem(run_dir / name)):
             return _damaged(name, problem, metrics)
+    if problem := trust_problem(run_dir):
+        name, _, reason = problem.partition(": ")
+        return _damaged(name, reason, metrics)
     return RunCheck(str(metrics.get("status") or "completed"), "", metrics)
 
 

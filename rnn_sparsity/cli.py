@@ -20,11 +20,12 @@ import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import config  # noqa: F401  (registers the schemas before Hydra composes)
 from .artifacts import objective_value
-from .config import ConfigError
+from .config import ConfigError, sweeper_direction
 
 log = logging.getLogger("rnn_sparsity")
 CONF_DIR = Path(__file__).parent / "conf"
@@ -93,6 +94,9 @@ def app(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
     except ConfigError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and sweeper_direction() is None:
+            raise  # a grid sweep: recorded as failed in its run directory, the launcher goes on with the next job
+        # a single run, or an optimising sweeper's trial (it needs a number from every trial): stop here
         print(f"rnn-sparsity: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     return objective_value(cfg.objective, metrics)  # what an optimising sweeper (hydra/sweeper=optuna) searches on

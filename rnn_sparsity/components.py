@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from typing import Any, ClassVar, NamedTuple
 
 from hydra.core.config_store import ConfigStore
@@ -165,8 +166,15 @@ class RegularizerComponent(Component):
     group = "regularizer"
     proximal_operator: ClassVar[bool] = True
 
-    def build(self, param_shapes: dict[str, tuple[int, ...]]):
-        """contracts.Regularizer for a model whose parameters have these shapes."""
+    @property
+    def proximal(self) -> bool:
+        """Whether training applies its prox after each update (`mode: proximal`) rather than adding its
+        penalty to the loss; a regularizer without a `mode` key is a penalty."""
+        return self.group_cfg.get("mode", "penalty") == "proximal"
+
+    def build(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...] = ()):
+        """contracts.Regularizer for a model whose parameters have these shapes and whose weights
+        (contracts.Model.weight_names) are `weights`: what it acts on where not told otherwise."""
         raise NotImplementedError
 
 
@@ -177,9 +185,21 @@ class OptimizerComponent(Component):
     def stages(self, proximal: bool) -> list:
         raise NotImplementedError
 
+    def minibatch_options(self) -> dict:
+        """The trainer's minibatch schedule (train.Trainer): batch_size (0: full batch), drop_last,
+        patience, keep; an optimizer without these keys trains full batch."""
+        cfg = self.group_cfg
+        return dict(batch_size=int(cfg.get("batch_size", 0)), drop_last=bool(cfg.get("drop_last", False)),
+                    patience=int(cfg.get("patience", 0)), keep=str(cfg.get("keep", "best")))
+
 
 class AnalysisComponent(Component):
     group = "analysis"
+    chunk_steps: ClassVar[int] = 100  # steps of a jitted chunk, between which the probes sample
+
+    def trainer_options(self) -> dict:
+        """The trainer's chunk length and history rows ("steps": one per step)."""
+        return dict(chunk_steps=self.chunk_steps, history="steps")
 
 
 BASES = {"model": ModelComponent, "task": TaskComponent, "regularizer": RegularizerComponent,
@@ -214,11 +234,30 @@ def component_class(group: str, target: Any) -> type:
     return import_target(f"{group}._target_", target, BASES[group])
 
 
+def refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
+    """A key the schema (a dataclass) does not have is refused like a typo, also one added with `+`
+    (Hydra's `+key=value` opens the config, so it would otherwise be accepted, recorded and ignored);
+    nested dataclass fields are checked the same way, other nested nodes (a Flax module's) are free."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if key == "hydra" and not prefix:  # Hydra's own node, where a caller composed it in
+            continue
+        if key not in fields:
+            raise ConfigError(name, OmegaConf.select(node, str(key), throw_on_missing=False),
+                              f"not a key of {schema.__name__}; its keys: {', '.join(fields)}")
+        kind = fields[key].type
+        kind = getattr(sys.modules.get(schema.__module__), kind, None) if isinstance(kind, str) else kind
+        if dataclasses.is_dataclass(kind) and OmegaConf.is_dict(OmegaConf.select(node, str(key), throw_on_missing=False)):
+            refuse_unknown_keys(node[key], kind, name)
+
+
 def typed(cfg: DictConfig, group: str, cls: type) -> None:
     """Check cfg[group] against cls.Config (types, unknown keys) and fill keys it lacks with the schema's
     defaults, in place. Built-in options name their schema in their YAML (Hydra checked it already)."""
     if cls.Config is None:
         return
+    refuse_unknown_keys(cfg[group], cls.Config, group)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls.Config), cfg[group])
     except OmegaConfBaseException as err:

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from . import artifacts
-from .components import ConfigError, Parts, check, non_negative, one_of, resolve
+from .components import ConfigError, Parts, check, non_negative, one_of, refuse_unknown_keys, resolve
 
 __all__ = ["Config", "ConfigError", "validate"]
 
@@ -127,6 +127,7 @@ def _validate_objective(cfg: DictConfig, parts: Parts) -> None:
 def validate(cfg: DictConfig) -> Parts:
     """Check every range before any compute; raise ConfigError on the first bad value. Returns the
     run's components (each group typed against its schema)."""
+    refuse_unknown_keys(cfg, Config, "")
     parts = resolve(cfg)
     _validate_scalars(cfg)
     one_of(cfg, "precision", ("float32", "float64"))

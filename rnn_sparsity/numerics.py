@@ -8,9 +8,11 @@ script runs small computations of every such kind on fixed inputs and hashes the
 (reductions kept small: XLA splits a large one over threads) together with what decides the rounding
 (JAX's version, the CPU's model, vector extensions and caches, the core count, XLA_FLAGS); a job
 recorded on one machine reproduces to the last bit on another with the same key.
-`python tests/golden/numerics.py` prints the key and what it was computed on.
+`python -m rnn_sparsity.numerics` prints the key and what it was computed on; `cached_key()` is what
+metrics.json records (provenance.py): computed once per machine and environment, then read from the cache.
 
-It runs in its own process (the test and the recorder start one), since it turns on float64.
+It runs in its own process (in_own_process: the test, the recorder and cached_key start one), since it turns
+on float64.
 """
 
 from __future__ import annotations
@@ -86,9 +88,46 @@ def in_own_process(**env: str) -> dict:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, __file__], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-m", "rnn_sparsity.numerics"], capture_output=True, text=True, check=True,
                          env={**os.environ, **env})
     return json.loads(out.stdout)
+
+
+def environment() -> dict:
+    """What decides the rounding besides the probes' bits, read without turning float64 on: the key of a
+    cached result (cached_key)."""
+    import jax
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "machine": platform.machine(), "cpu": cpu_model(),
+            "cpu_flags": vector_flags(), "caches": caches(), "cores": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def cached_key() -> str | None:
+    """This machine's numerics key: read from <cache>/rnn_sparsity/numerics/<hash of environment()>.json,
+    else computed in its own process (a few seconds, once per machine and environment) and stored there.
+    None when it cannot be computed (the record says so rather than guess)."""
+    from .compile_cache import user_cache_dir
+
+    env = json.dumps(environment(), sort_keys=True)
+    path = user_cache_dir().parent / "numerics" / f"{hashlib.sha256(env.encode()).hexdigest()[:16]}.json"
+    try:
+        return json.loads(path.read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        key = in_own_process()["key"]
+    except Exception:  # noqa: BLE001 (no key rather than a failed run)
+        return None
+    try:
+        from .artifacts import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"key": key, "environment": json.loads(env)}) + "\n")
+    except OSError:
+        pass
+    return key
 
 
 def cpuinfo(field: str) -> str:

@@ -49,11 +49,29 @@ class Objective(NamedTuple):
 
 
 class Stage(NamedTuple):
+    """One stage of a run. What the trainer asks of it beyond init and step is optional: `runs(best loss,
+    hyper)` whether it runs at all (None: always), `loss_limit(hyper, initial loss)` the loss above which
+    a run diverges (None: only a non-finite loss), `gradient_tol` the hyper key of a tolerance at which it
+    stops (‖∇f‖ <= it, > 0). `hyper` is the optimizer's traced values."""
     name: str  # recorded in history.parquet's `stage` column
     steps: int
     init: Callable[[Params, dict, Objective], Any]
     step: Callable[[Params, Any, dict, Objective], tuple]
-    gradient_tol: str | None = None  # the hyper key of a tolerance: the stage stops once ‖∇f‖ <= it (> 0)
+    gradient_tol: str | None = None
+    runs: Callable[[jax.Array, dict], jax.Array] | None = None
+    loss_limit: Callable[[dict, jax.Array], jax.Array] | None = None
+
+
+def above_threshold(best_loss: jax.Array, hyper: dict) -> jax.Array:
+    """A later stage runs while the best loss so far is above optimizer.loss_threshold (the seed's rule
+    for L-BFGS after Adam)."""
+    return best_loss > hyper["loss_threshold"]
+
+
+def divergence_limit(hyper: dict, initial_loss: jax.Array) -> jax.Array:
+    """divergence_factor x the initial loss; none (inf) for a run that starts at loss 0, where any
+    progress would otherwise read as divergence."""
+    return jnp.where(initial_loss > 0, hyper["divergence_factor"] * initial_loss, jnp.inf)
 
 
 def global_norm(tree) -> jax.Array:
@@ -194,7 +212,10 @@ class AdamLBFGS(OptimizerComponent):
     def stages(self, proximal: bool) -> list[Stage]:
         second = fista_stage if proximal else lbfgs_stage
         lbfgs_steps = self.group_cfg.lbfgs_steps
-        return [adam_stage(self.group_cfg.steps)] + ([second(lbfgs_steps)] if lbfgs_steps else [])
+        stages = [adam_stage(self.group_cfg.steps)]
+        if lbfgs_steps:
+            stages.append(second(lbfgs_steps)._replace(runs=above_threshold))
+        return [stage._replace(loss_limit=divergence_limit) for stage in stages]
 
 
 class Adam(AdamLBFGS):
@@ -202,7 +223,7 @@ class Adam(AdamLBFGS):
     minibatches = True
 
     def stages(self, proximal: bool) -> list[Stage]:
-        return [adam_stage(self.group_cfg.steps)]
+        return [adam_stage(self.group_cfg.steps)._replace(loss_limit=divergence_limit)]
 
 
 class SGD(AdamLBFGS):
@@ -210,7 +231,7 @@ class SGD(AdamLBFGS):
     minibatches = True
 
     def stages(self, proximal: bool) -> list[Stage]:
-        return [sgd_stage(self.group_cfg.steps)]
+        return [sgd_stage(self.group_cfg.steps)._replace(loss_limit=divergence_limit)]
 
 
 class LBFGS(AdamLBFGS):
@@ -219,4 +240,4 @@ class LBFGS(AdamLBFGS):
     Config = variant(OptimizerConfig, "rnn_sparsity.optimizers.LBFGS", "lbfgs")
 
     def stages(self, proximal: bool) -> list[Stage]:
-        return [(fista_stage if proximal else lbfgs_stage)(self.group_cfg.steps)]
+        return [(fista_stage if proximal else lbfgs_stage)(self.group_cfg.steps)._replace(loss_limit=divergence_limit)]

@@ -1,7 +1,7 @@
 """Probes: what runs between training chunks and after training (contracts.Probe), and the `analysis`
 group, which says which of them a run gets.
 
-experiment.fit calls `sample(step, params)` before the first chunk and after every chunk (finite
+fit.fit calls `sample(step, params)` before the first chunk and after every chunk (finite
 parameters only), `finish(params, completed)` once with the best parameters; a probe's `arrays()` go
 into analysis.npz and its `metrics()` into metrics.json. A task asks for its own probes (a teacher
 distance, a window accuracy) in its component's `probes()`; the analysis group adds the generic ones:
@@ -235,6 +235,10 @@ class Analysis(AnalysisComponent):
         for index in a.track_tasks:
             check(0 <= index < n_conditions, "analysis.track_tasks", list(a.track_tasks),
                   f"task indices must lie in [0, {n_conditions})")
+
+    def trainer_options(self) -> dict:
+        """Chunks of eig_every steps (every probe samples between two), history rows per step or epoch."""
+        return dict(chunk_steps=int(self.group_cfg.eig_every), history=str(self.group_cfg.history))
 
     def settings(self) -> AnalysisConfig:
         from omegaconf import OmegaConf

@@ -6,9 +6,10 @@ dict of traced scalars built from what each component declares traced:
 hyper = {"model": {"sparsity", "gain"}, "regularizer": {"strength", ...}, "optimizer": {"lr", ...},
 "task": {...}, "data": {"inputs", "targets", ...}}: the task's data arrays are arguments too (`task_data`),
 so runs that differ only in a task's `data_keys` (a data seed, the noise on the targets) share one
-compiled program and train as one batch. `Trainer.init` and `Trainer.run_chunk` are pure and jit-able; `chunks()` runs training
-as jitted chunks of `lax.scan` and yields after each one, so the host (experiment.fit) can record
-history, run the probes, update a progress bar and stop on divergence between chunks, never per step.
+compiled program and train as one batch. `Trainer.init`, `begin_stage` and `run_chunk` are pure and
+jit-able; fit.Program compiles them (plain for one run, vmapped for a batch) and fit.fit runs training as
+jitted chunks of `lax.scan`, so the host records history, runs the probes, updates a progress bar and
+stops on divergence between chunks, never per step.
 
 Divergence is per run, inside the chunk: a step whose loss is NaN/Inf or above divergence_factor times
 the initial loss is not applied, the run is frozen and flagged, so a vmapped batch carries on with its
@@ -104,12 +105,10 @@ class Trainer:
         else:
             self.steps_per_epoch, self.last_batch = 1, 0
         self.history_every = self.steps_per_epoch if history == "epochs" else 1  # records_to_rows' `every`
-        self._chunk_fns: dict[tuple[int, int], Callable] = {}
+        self.programs: dict[tuple, Callable] = {}  # fit.Program's jitted pieces, shared by every for_run view
         self.data = task_data(task, dtype)  # this run's hyper["data"]
-        self.compiled_init, self._compiled = jax.jit(self.init), set()
         # scores of one split, compiled once per trainer (every probe and evaluate of its runs share it)
         self.compiled_scores = jax.jit(self.scores, static_argnums=2)
-        self.compiled_begin = [jax.jit(lambda s, h, i=i: self.begin_stage(i, s, h)) for i in range(len(stages))]
 
     def for_run(self, task: Task) -> "Trainer":
         """This trainer, its compiled functions shared, with `task` (same shapes, other data) as its task."""
@@ -165,12 +164,14 @@ class Trainer:
         return self.compiled_scores(params, self.data, split)
 
     def fit_loss(self, params, mask, hyper, batch=None, valid=None) -> jax.Array:
-        """The smooth data term that training minimises: task loss + κ · activity (κ = regularizer.activity,
-        traced), on the run's training data or on a minibatch's `batch` (its inputs and targets, with
+        """The smooth data term that training minimises: task loss + κ · activity (κ the regularizer's
+        state_weight: regularizer.activity for the built-in ones, traced), on the run's training data or on a minibatch's `batch` (its inputs and targets, with
         `valid` where it is padded). History's task_loss column records this; metrics.json keeps the two
         apart."""
         task, activity = self.losses(params, mask, hyper["data"] if batch is None else batch, valid)
-        return task + hyper["regularizer"]["activity"] * activity
+        if self.regularizer.state_weight is None:  # a regularizer without a state penalty
+            return task
+        return task + self.regularizer.state_weight(hyper["regularizer"]) * activity
 
     # ------------------------------------------------------------------ minibatches
     def epoch_order(self, data_key: jax.Array, epoch) -> jax.Array:
@@ -229,11 +230,11 @@ class Trainer:
                           stale_epochs=zero, stopped=false)
 
     def begin_stage(self, index: int, state: TrainState, hyper: dict) -> TrainState:
-        """Start stage `index` from the best parameters so far; a later stage runs only while the
-        best loss is above optimizer.loss_threshold (the seed's rule for L-BFGS after Adam)."""
+        """Start stage `index` from the best parameters so far; it runs only where its `runs` says (the
+        optimizer's rule, e.g. L-BFGS after Adam only while the best loss is above a threshold)."""
         stage = self.stages[index]
         objective = self.objective(state.mask, hyper)
-        needed = jnp.array(True) if index == 0 else state.best_loss > hyper["optimizer"]["loss_threshold"]
+        needed = jnp.array(True) if stage.runs is None else stage.runs(state.best_loss, hyper["optimizer"])
         return state._replace(params=state.best_params,
                               opt_state=stage.init(state.best_params, hyper["optimizer"], objective),
                               running=needed & ~state.diverged)
@@ -251,7 +252,7 @@ class Trainer:
         epoch's permutation under a real conditional, once per epoch, also in a vmapped batch."""
         stage = self.stages[index]
         full_batch = self.objective(state.mask, hyper)
-        limit = hyper["optimizer"]["divergence_factor"] * state.init_loss
+        limit = jnp.inf if stage.loss_limit is None else stage.loss_limit(hyper["optimizer"], state.init_loss)
         tol = hyper["optimizer"][stage.gradient_tol] if stage.gradient_tol else 0.0  # the stage stops at ‖∇f‖ <= tol
         spe = self.steps_per_epoch
 
@@ -326,48 +327,15 @@ class Trainer:
             chunks = list(enumerate(self.chunk_lengths(index), start=1))
             yield index, not resumed, chunks[done:] if resumed else chunks
 
-    def compiled_chunk(self, index: int, n_steps: int) -> Callable:
-        """jit(run_chunk) for one stage and chunk length, compiled once per trainer: (state, hyper, start)."""
-        key = (index, n_steps)
-        if key not in self._chunk_fns:
-            self._chunk_fns[key] = jax.jit(lambda s, h, start: self.run_chunk(index, n_steps, s, h, start))
-        return self._chunk_fns[key]
+    def compiled(self, name: tuple, make: Callable[[], Callable]) -> Callable:
+        """The jitted program `name` (fit.Program's init, begin and chunks, plain or vmapped), made once
+        per trainer and shared by its for_run views, so the runs of a sweep share one compilation."""
+        if name not in self.programs:
+            self.programs[name] = make()
+        return self.programs[name]
 
-    def chunks(self, key: jax.Array, hyper: dict, skip_idle: bool = False,
-               between: Callable[[TrainState], TrainState] | None = None,
-               on_compile: Callable[[str, int], None] | None = None, resume=None,
-               ) -> Iterator[tuple[int, int, TrainState, dict | None]]:
-        """Yield (stage index, chunks of the stage done, state, records of the chunk) after init (stage
-        -1, records None) and each chunk; with `resume` (checkpoints.Resume) from where it was instead.
-
-        With skip_idle (concrete values only, i.e. not under vmap) a stage that will not run (skipped
-        by its threshold, or the run diverged) is passed over instead of computed and discarded.
-        `between(state) -> state`, when given, runs on the host after every chunk (e.g. a projection of
-        the parameters every so many epochs).
-        `on_compile(stage name, chunk length)`, when given, is called before a chunk that this trainer
-        has not compiled yet (so the host can say so: the first compile is the slow part of a run).
-        """
-        if resume is None:
-            if on_compile is not None and "init" not in self._compiled:
-                on_compile("init", 0)
-            state = self.compiled_init(key, hyper)
-            self._compiled.add("init")
-            yield -1, 0, state, None
-        else:
-            state = resume.state
-        for index, begins, chunks in self.schedule(resume):
-            if begins:
-                state = self.compiled_begin[index](state, hyper)
-            for position, n_steps in chunks:
-                if skip_idle and not bool(state.running):
-                    break
-                if on_compile is not None and (index, n_steps) not in self._chunk_fns:
-                    on_compile(self.stages[index].name, n_steps)
-                start = jnp.asarray(self.chunk_start(index, position), jnp.int32)
-                state, records = self.compiled_chunk(index, n_steps)(state, hyper, start)
-                if between is not None:
-                    state = between(state)
-                yield index, position, state, records
+    def is_compiled(self, name: tuple) -> bool:
+        return name in self.programs
 
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
@@ -399,17 +367,42 @@ def steps_in(rows) -> int:
     return int(sum(np.sum(r["n_steps"]) if "n_steps" in r else len(r["step"]) for r in rows))
 
 
+TRAINER_GROUPS = ("model", "task", "regularizer", "optimizer")  # the groups a Trainer is built from
+
+
+def trainer_options(parts) -> dict[str, Any]:
+    """The Trainer's options, as the components declare them (the only place make_trainer reads them):
+    the regularizer whether it is proximal, the optimizer its minibatch schedule, the analysis its chunk
+    length and history rows."""
+    return dict(proximal=parts.regularizer.proximal, **parts.optimizer.minibatch_options(),
+                **parts.analysis.trainer_options())
+
+
+def trainer_spec(parts, precision: str) -> dict[str, Any]:
+    """Everything a Trainer is built from (make_trainer): its groups' configs without their traced keys
+    (which arrive in hyper) nor the task's data keys (which change only its data arrays, `for_run`), the
+    precision and trainer_options. Runs with equal specs can share one compiled trainer: build.static_key
+    is this spec, so a new option of the trainer is part of the key by construction."""
+    from omegaconf import OmegaConf
+
+    spec: dict[str, Any] = {}
+    for group in TRAINER_GROUPS:
+        part = getattr(parts, group)
+        container = OmegaConf.to_container(part.group_cfg, resolve=True)
+        for key in (*part.traced, *(part.data_keys if group == "task" else ())):
+            container.pop(key, None)
+        spec[group] = container
+    return {**spec, "precision": precision, "options": trainer_options(parts)}
+
+
 def make_trainer(parts, dtype) -> Trainer:
     """The Trainer of a run's components (components.Parts): builds the task, the model for it, the
-    regularizer for the model's parameter shapes and the optimizer's stages."""
+    regularizer for the model's parameter shapes and the optimizer's stages, with trainer_options."""
     task = parts.task.build(dtype)
     model = parts.model.build(task, dtype)
     neutral = {group: {k: 0.0 for k in part.traced} for group, part in parts._asdict().items()}
     shapes = jax.eval_shape(lambda k: model.init(k, neutral["model"])[0], jax.random.key(0))  # no traced value sets a shape
-    regularizer = parts.regularizer.build({k: v.shape for k, v in shapes.items()})
-    proximal = parts.regularizer.group_cfg.mode == "proximal"
-    optimizer = parts.optimizer.group_cfg
-    return Trainer(model, task, regularizer, parts.optimizer.stages(proximal), proximal,
-                   chunk_steps=parts.analysis.group_cfg.eig_every, dtype=dtype, batch_size=optimizer.batch_size,
-                   patience=optimizer.patience, drop_last=optimizer.drop_last, keep=optimizer.keep,
-                   history=parts.analysis.group_cfg.history)
+    param_shapes = {k: v.shape for k, v in shapes.items()}
+    regularizer = parts.regularizer.build(param_shapes, model.weight_names(param_shapes))
+    options = trainer_options(parts)
+    return Trainer(model, task, regularizer, parts.optimizer.stages(options["proximal"]), dtype=dtype, **options)

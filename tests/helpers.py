@@ -119,3 +119,15 @@ def assert_same_run(a, b, rtol: float = 1e-9) -> dict:
             np.testing.assert_allclose(arrays_b[k], arrays_a[k], rtol=tol * spread, atol=max(tol * spread * scale, 1e-12),
                                        err_msg=f"{a} {k}")
     return metrics_a
+
+
+def train_chunks(trainer, key, hyper):
+    """The initial state as (-1, 0, state, None), then every chunk of every stage of one run (none skipped,
+    so it also runs under an outer jax.vmap): (stage index, position, state, records), from fit.Program's
+    plain jitted pieces."""
+    from rnn_sparsity.fit import Program
+
+    program = Program(trainer)
+    state = program.init(key, hyper)
+    yield -1, 0, state, None
+    yield from program.chunks(state, hyper)

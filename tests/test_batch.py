@@ -1,4 +1,4 @@
-"""Runs that share a static configuration, trained as one vmapped program (rnn_sparsity.batch), write
+"""Runs that share a static configuration, trained as one vmapped program (rnn_sparsity.experiment), write
 what serial runs write: the same metrics, history and parameters, member by member."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from helpers import assert_same_run, compose_cfg
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.batch import run_batch
+from rnn_sparsity.experiment import run_batch
 from rnn_sparsity.config import ConfigError
 from rnn_sparsity.experiment import run
 
@@ -71,7 +71,8 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 import jax
 from helpers import compose_cfg, assert_same_run
-from rnn_sparsity.batch import member_sharding, run_batch
+from rnn_sparsity.experiment import run_batch
+from rnn_sparsity.fit import member_sharding
 from rnn_sparsity.experiment import run
 root = Path({root!r})
 assert len(jax.devices()) == 2 and member_sharding(3)[1] == 4  # 3 members padded to 2 x 2
@@ -108,7 +109,7 @@ def test_runs_differing_only_in_their_data_train_as_one_program_and_write_what_s
     own data (its initial loss is its own noise floor), as a serial run of it does."""
     from test_mlp_teacher import STUDENT
 
-    from rnn_sparsity.experiment import make_run, set_precision, static_key
+    from rnn_sparsity.build import make_run, set_precision, static_key
 
     grid = [["task.noise_std=0.0", "task.data_seed=0"], ["task.noise_std=0.01", "task.data_seed=0"],
             ["task.noise_std=0.01", "task.data_seed=1"]]
@@ -117,7 +118,7 @@ def test_runs_differing_only_in_their_data_train_as_one_program_and_write_what_s
     set_precision("float64")
     built = [make_run(cfg) for cfg in cfgs]
     assert len({static_key(cfg, p) for cfg, (p, _, _) in zip(cfgs, built)}) == 1  # one static configuration
-    assert len({id(trainer.compiled_init) for _, trainer, _ in built}) == 1      # one compiled trainer
+    assert len({id(trainer.programs) for _, trainer, _ in built}) == 1  # one compiled trainer
     for i, o in enumerate(overrides):
         run(compose_cfg(*o, tiny=False), tmp_path / "serial" / str(i))
     outcomes = run_batch(cfgs, [tmp_path / "batch" / str(i) for i in range(len(cfgs))])

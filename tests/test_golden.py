@@ -1,7 +1,7 @@
 """The studies reproduce their recorded metrics (tests/golden/*.json, made by tests/golden/record.py):
 every metric of every recorded job, float64 runs to 1e-9 relative, float32 runs to 1e-5.
 
-Training amplifies rounding, and machines round differently (tests/golden/numerics.py), so each case
+Training amplifies rounding, and machines round differently (rnn_sparsity/numerics.py), so each case
 holds one record per numerics key. A job is held to the record of this machine's key; on a machine with
 no record it is held to a record only if that job reproduced on two or more recorded machines (it is
 portable); a case with no job to hold is skipped, naming the key to record. The records were made from
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from golden.numerics import in_own_process
+from rnn_sparsity.numerics import in_own_process
 from helpers import mismatches
 from omegaconf import OmegaConf
 
@@ -34,7 +34,7 @@ QUICK = {"iris_l1": ["regularizer.strength=0", "seed=0", "optimizer.drop_last=Tr
 
 @functools.cache
 def here() -> dict:
-    """This machine's numerics key and what it was computed on (tests/golden/numerics.py)."""
+    """This machine's numerics key and what it was computed on (rnn_sparsity/numerics.py)."""
     return in_own_process()
 
 

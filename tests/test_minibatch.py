@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import compose_cfg, train_chunks
 
-from rnn_sparsity.batch import BatchedTrainer, stack
-from rnn_sparsity.experiment import make_run, set_precision
+from rnn_sparsity.build import make_run, set_precision
+from rnn_sparsity.fit import Program
 
 N_TRAIN, BATCH = 100, 16  # 6 full batches and one of 4 per epoch
 STILL = ["task=teacher_student", "model=mlp", "model.sizes=[12,8,1]", f"task.n_train={N_TRAIN}", "task.n_test=16",
@@ -40,7 +40,7 @@ def batch_losses(trainer, params, data_key, steps) -> np.ndarray:
 
 def recorded_task_losses(trainer, key, hyper) -> tuple[np.ndarray, object]:
     losses, first = [], None
-    for _, _, state, records in trainer.chunks(key, hyper):
+    for _, _, state, records in train_chunks(trainer, key, hyper):
         if records is None:
             first = state
             continue
@@ -80,12 +80,12 @@ def test_members_of_a_vmapped_batch_train_on_their_own_batches():
     trainer, hyper = trainer_of()
     keys = [jax.random.key(1), jax.random.key(2)]
     single = [recorded_task_losses(trainer, key, hyper)[0] for key in keys]
-    batched, hypers = BatchedTrainer(trainer), stack([hyper, hyper])
-    state = batched.begin[0](batched.init(jnp.stack(keys), hypers), hypers)
+    batched = Program(trainer, [trainer, trainer])
+    hypers = batched.stack([hyper, hyper])
+    state = batched.begin(0, batched.init(batched.stack(keys), hypers), hypers)
     losses = []
     for position, n_steps in enumerate(trainer.chunk_lengths(0), start=1):
-        start = jnp.asarray(trainer.chunk_start(0, position), jnp.int32)
-        state, records = batched.chunk(0, n_steps)(state, hypers, start)
+        state, records = batched.chunk(0, n_steps, state, hypers, trainer.chunk_start(0, position))
         losses.append(np.asarray(records["task_loss"]))
     losses = np.concatenate(losses, axis=1)
     for i in range(2):
@@ -116,7 +116,7 @@ def test_keep_last_returns_the_last_epochs_parameters_and_best_the_lowest_epoch_
     for keep in ("best", "last"):
         _, trainer, hyper = make_run(compose_cfg(*cfg, f"optimizer.keep={keep}", tiny=False))
         epoch_losses, epoch_params = [], []
-        for _, _, state, records in trainer.chunks(jax.random.key(0), hyper):
+        for _, _, state, records in train_chunks(trainer, jax.random.key(0), hyper):
             if records is not None:  # one chunk = one epoch
                 epoch_losses.append(float(np.mean(np.asarray(records["loss"]))))
                 epoch_params.append(np.asarray(state.params["W1"]))

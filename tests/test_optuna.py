@@ -91,7 +91,9 @@ def test_the_objective_is_typed_checked_and_not_part_of_the_fingerprint():
 def test_an_unknown_metric_or_an_opposite_sweeper_direction_is_refused_before_training(tmp_path):
     code, log = rnn_sparsity(tmp_path, *IRIS, "objective.metric=test_acuracy", f"hydra.run.dir={tmp_path}/run")
     assert code == 2 and "rnn-sparsity: error: invalid config value objective.metric='test_acuracy'" in log, log[-2000:]
-    assert not (tmp_path / "run" / artifacts.METRICS).exists()
+    refused = artifacts.read_metrics(tmp_path / "run")  # refused before any compute: recorded as failed, no result
+    assert refused["status"] == "failed" and "objective.metric" in refused["error"]
+    assert not artifacts.is_done(tmp_path / "run") and not (tmp_path / "run" / artifacts.PARAMS).exists()
     optuna = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1"]
     code, log = rnn_sparsity(tmp_path, "-m", *IRIS, *optuna, "hydra.sweeper.direction=maximize",
                              f"hydra.sweep.dir={tmp_path}/s")

@@ -4,10 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import compose_cfg, train_chunks
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.experiment import fit, make_run, run, set_precision
+from rnn_sparsity.build import make_run, set_precision
+from rnn_sparsity.experiment import run
+from rnn_sparsity.fit import Program, fit
 from rnn_sparsity.probes import SpectrumProbe
 
 
@@ -22,7 +24,7 @@ def pure_train(trainer, key, hyper):
     """All of training as one pure function of (key, hyper): every chunk of every stage (none skipped),
     the records concatenated (valid == False marks steps of stages that did not run)."""
     state, records = None, []
-    for _, _, state, rec in trainer.chunks(key, hyper):
+    for _, _, state, rec in train_chunks(trainer, key, hyper):
         if rec is not None:
             records.append(rec)
     return state, jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *records)
@@ -53,7 +55,7 @@ def test_host_loop_gives_the_same_result_as_the_pure_train():
     key = jax.random.key(0)
     state, records = pure_train(trainer, key, hyper)
     spectrum = SpectrumProbe(trainer.model.recurrent)
-    result = fit(trainer, key, hyper, [spectrum], progress=False)
+    result = fit(Program(trainer), [key], [hyper], [[spectrum]])[0]
     valid = np.asarray(records["valid"])
     np.testing.assert_allclose(result.history["loss"], np.asarray(records["loss"])[valid], rtol=1e-12)
     np.testing.assert_allclose(result.state.best_params["J"], state.best_params["J"], rtol=1e-12)
@@ -120,11 +122,11 @@ def test_structurally_masked_entries_stay_exactly_zero(tmp_path, mode, optimizer
 def test_lbfgs_stops_at_its_gradient_tolerance_and_adam_does_not():
     cfg, trainer, hyper = trainer_for("precision=float64", "optimizer.loss_threshold=0")
     key = jax.random.key(2)
-    full = fit(trainer, key, hyper, progress=False).history
+    full = fit(Program(trainer), [key], [hyper], [[]])[0].history
     lbfgs = full[full["stage"] == "lbfgs"]
     tol = float(lbfgs["grad_norm"].iloc[:8].min())  # reached within the first 8 L-BFGS steps
     stop = int(np.flatnonzero(lbfgs["grad_norm"].to_numpy() <= tol)[0])
-    cut = fit(trainer, key, {**hyper, "optimizer": {**hyper["optimizer"], "lbfgs_tol": tol}}, progress=False).history
+    cut = fit(Program(trainer), [key], [{**hyper, "optimizer": {**hyper["optimizer"], "lbfgs_tol": tol}}], [[]])[0].history
     assert (cut["stage"] == "adam").sum() == (full["stage"] == "adam").sum()  # the tolerance is L-BFGS's only
     assert (cut["stage"] == "lbfgs").sum() == stop + 1 < len(lbfgs)  # the step at ‖∇f‖ <= tol is the last
     np.testing.assert_allclose(cut["loss"], full["loss"].iloc[:len(cut)], rtol=1e-12)

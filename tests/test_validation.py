@@ -79,7 +79,10 @@ def test_bad_input_fails_at_once_with_one_line_naming_key_value_and_allowed(refu
     assert lines[0].startswith(f"rnn-sparsity: error: invalid config value {key}=") and value[:5] in lines[0]
     assert allowed in lines[0]
     assert result["seconds"] < 15
-    assert not (result["run_dir"] / "DONE").exists() and not (result["run_dir"] / "metrics.json").exists()
+    assert not (result["run_dir"] / "DONE").exists()  # refused before any compute: recorded as failed, no result
+    recorded = json.loads((result["run_dir"] / "metrics.json").read_text())
+    assert recorded["status"] == "failed" and key in recorded["error"]
+    assert not (result["run_dir"] / "params.npz").exists()
 
 
 @pytest.mark.parametrize("override,key", UNKNOWN)
@@ -217,22 +220,22 @@ class FakeAccelerator:
 
 
 def test_the_memory_estimate_counts_every_copy_and_is_checked_against_an_accelerator(monkeypatch):
-    from rnn_sparsity import experiment
+    from rnn_sparsity import build
 
-    experiment.set_precision("float32")
+    build.set_precision("float32")
     cfg = compose_cfg("optimizer=adam")
-    _, trainer, hyper = experiment.make_run(cfg)
-    parts = experiment.memory_estimate(trainer, hyper)
+    _, trainer, hyper = build.make_run(cfg)
+    parts = build.memory_estimate(trainer, hyper)
     n, steps, tasks = 16, round((4 + 24) / 0.2), 3  # TINY: 16 units, 140 Euler steps, 3 frequencies
     param_bytes = 4 * (n * n + n + n + n + 1)  # J, B, b_x, w, b_z
     assert parts["parameters"] == 5 * param_bytes  # θ, gradient, initial, best, mask
     assert 2 * param_bytes <= parts["optimizer state"] < 3 * param_bytes  # Adam's two moments
-    assert parts["trajectory"] == experiment.BACKWARD_FACTOR * 4 * steps * tasks * (n + 1)  # states + outputs
-    minibatch = experiment.make_run(compose_cfg("optimizer=adam", "optimizer.batch_size=1"))[1]
-    assert experiment.memory_estimate(minibatch, hyper)["trajectory"] == parts["trajectory"] // tasks
+    assert parts["trajectory"] == build.BACKWARD_FACTOR * 4 * steps * tasks * (n + 1)  # states + outputs
+    minibatch = build.make_run(compose_cfg("optimizer=adam", "optimizer.batch_size=1"))[1]
+    assert build.memory_estimate(minibatch, hyper)["trajectory"] == parts["trajectory"] // tasks
 
-    monkeypatch.setattr(experiment.jax, "devices", lambda: [FakeAccelerator(limit=10**6, in_use=9 * 10**5)])
-    assert experiment.available_memory() == (10**5, "gpu memory")
-    with pytest.raises(experiment.ConfigError) as info:
-        experiment.check_resources(trainer, cfg, hyper)
+    monkeypatch.setattr(build.jax, "devices", lambda: [FakeAccelerator(limit=10**6, in_use=9 * 10**5)])
+    assert build.available_memory() == (10**5, "gpu memory")
+    with pytest.raises(build.ConfigError) as info:
+        build.check_resources(trainer, cfg, hyper)
     assert info.value.key == "optimizer.batch_size" and "of gpu memory is free" in info.value.allowed

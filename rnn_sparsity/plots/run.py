@@ -151,15 +151,3 @@ def draw_run_figures(run_dir: Path | str, figures: dict[str, Callable[[Path], Fi
         if fig is not None:
             written.append(save_figure(fig, figures_dir(run_dir) / name))
     return written
-
-
-def draw_then_done(run_dir: Path | str, figures: dict[str, Callable[[Path], Figure | None]]) -> None:
-    """The last step of every run: its figures (none when analysis.figures is off), then its DONE
-    marker; in the run's process, or in a worker (batch.FigurePool: `figures` are module-level
-    functions, pickled by reference)."""
-    from rnn_sparsity.artifacts import mark_done
-
-    if figures:
-        draw_run_figures(run_dir, figures)
-    mark_done(Path(run_dir))
-

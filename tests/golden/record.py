@@ -1,6 +1,6 @@
 """Record the golden metrics (seed 0) that tests/test_golden.py reproduces, for this machine's numerics.
 
-Rounding differs across machines and training amplifies it (tests/golden/numerics.py), so a case file
+Rounding differs across machines and training amplifies it (rnn_sparsity/numerics.py), so a case file
 holds one record per numerics key: {"preset", "overrides", "platforms": {key: {"about", "commit",
 "recorded", "jobs"}}}. Running this adds (or replaces) the record of this machine's key, keeping the
 others. Record from the code a refactor starts from, and commit the JSON:
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from numerics import in_own_process  # this file's folder is on sys.path when it runs as a script
+from rnn_sparsity.numerics import in_own_process
 from omegaconf import OmegaConf
 
 HERE = Path(__file__).parent
