@@ -55,9 +55,11 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def training_seconds(sweep_dir: Path) -> float:
-    """The sum of the runs' wall_s (metrics.json)."""
-    return sum(json.loads((run / "metrics.json").read_text())["wall_s"] for run in run_dirs(sweep_dir))
+def training_seconds(sweep_dir: Path, batched: bool) -> float:
+    """The sum of the runs' wall_s (metrics.json); for a vmap launcher, whose members share their batch's
+    wall time (one program: the tiny runs of one sweep are one batch), the longest."""
+    seconds = [json.loads((run / "metrics.json").read_text())["wall_s"] for run in run_dirs(sweep_dir)]
+    return max(seconds) if batched else sum(seconds)
 
 
 def main() -> None:
@@ -74,13 +76,17 @@ def main() -> None:
             sys.exit(f"{len(runs)} run directories, expected {args.n}")
         sweep_started = (sweep_dir / "multirun.yaml").stat().st_mtime - start
         first_job = (runs[0] / ".hydra" / "config.yaml").stat().st_mtime - start
-        training = training_seconds(sweep_dir)
+        batched = args.launcher.startswith("vmap")
+        training = training_seconds(sweep_dir, batched)
         overhead = (total - training) / args.n
         rerun_start, rerun = sweep(sweep_dir, args.n, args.launcher)
         rerun_scan = rerun - ((sweep_dir / "multirun.yaml").stat().st_mtime - rerun_start)
-    print(f"first job started    {first_job:8.2f} s after the command ({sweep_started:.2f} s: the sweep's start)")
+    print(f"first job {'composed' if batched else 'started ':<11}{first_job:8.2f} s after the command "
+          f"({sweep_started:.2f} s: the sweep's start)" + ("; a vmap launcher composes every job, then trains"
+                                                          if batched else ""))
     print(f"total                {total:8.2f} s")
-    print(f"training             {training:8.2f} s   (sum of the runs' wall_s)")
+    print(f"training             {training:8.2f} s   "
+          f"({'the batch' + chr(39) + 's wall_s: its members share it' if batched else 'sum of the runs' + chr(39) + ' wall_s'})")
     print(f"overhead per job     {overhead:8.3f} s   overhead / training {(total - training) / training:.2f}")
     print(f"rerun (all skipped)  {rerun:8.2f} s   {rerun / args.n:.3f} s per job, "
           f"{rerun_scan / args.n:.3f} s per job after the sweep's start")

@@ -294,14 +294,32 @@ def test_a_planted_pickle_never_runs_and_the_run_starts_over(tmp_path, stop_afte
     assert "does not fit this run" in caplog.text
 
 
-def test_an_unreadable_checkpoint_folder_is_reported_and_the_run_starts_over(tmp_path, stop_after, caplog):
+def deny_listing(monkeypatch, folder: Path) -> None:
+    """What chmod 000 does to a process that is not root: listing `folder` raises PermissionError, until
+    the folder is removed (for root, whom chmod denies nothing)."""
+    listdir, remove, denied = os.listdir, artifacts.remove_checkpoint, [True]
+
+    def guarded(path="."):
+        if denied[0] and Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    def removing(run_dir):
+        denied[0] = False
+        return remove(run_dir)
+
+    monkeypatch.setattr(os, "listdir", guarded)
+    monkeypatch.setattr(artifacts, "remove_checkpoint", removing)
+
+
+def test_an_unreadable_checkpoint_folder_is_reported_and_the_run_starts_over(tmp_path, stop_after, caplog, monkeypatch):
     run_dir = tmp_path / "run"
     folder = interrupted(stop_after, run_dir).parent
     folder.chmod(0)
     try:
         with contextlib.suppress(PermissionError):
             os.listdir(folder)
-            pytest.skip("chmod 000 denies nothing to this process (root)")
+            deny_listing(monkeypatch, folder)  # root: chmod denies nothing, so deny the listing as it would
         assert artifacts.latest_checkpoint(run_dir) is None and artifacts.checkpoint_names(run_dir) == []
         rerun(caplog, run_dir)
     finally:
