@@ -44,6 +44,7 @@ def test_a_sweep_rerun_with_a_refused_value_records_it_failed_and_goes_on(tmp_pa
     assert artifacts.trust_problem(root / "1") == ""
 
 
+@pytest.mark.slow  # two CLI runs; test_validation checks in the default run that a refused run records failed, no DONE
 def test_a_single_run_refused_in_a_reused_run_dir_leaves_no_earlier_result(tmp_path):
     run_dir = tmp_path / "run"
     assert cli(f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0

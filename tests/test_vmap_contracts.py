@@ -170,6 +170,7 @@ def test_callbacks_wrap_each_jobs_training_and_see_its_real_return(hydra_sweep_r
     assert ENV_VAR not in os.environ
 
 
+@pytest.mark.slow  # a sweep of its own to compile and run (the default suite stays within 5 minutes cold)
 def test_the_cluster_mode_keeps_hydras_job_contracts(hydra_sweep_runner, tmp_path):
     """vmap_slurm through submitit's local executor, in one sweep: seed=${hydra:job.num} and a resolver
     registered only in this process (not in the training process) resolve; callbacks fire here before and
@@ -309,6 +310,7 @@ def test_sweep_1_job(hydra_sweep_runner, tmp_path, launcher):
         assert_job_records(ret, as_swept(TINY), tmp_path / "0")
 
 
+@pytest.mark.slow  # a sweep of its own to compile and run (the default suite stays within 5 minutes cold)
 @pytest.mark.parametrize("launcher", BOTH)
 def test_sweep_2_jobs_over_a_group_with_an_override_inside_it(hydra_sweep_runner, tmp_path, launcher):
     """launcher_common_tests' sweep_2_jobs, sweep_2_optimizers (a group swept) and sweep_and_override (a
@@ -327,6 +329,7 @@ def test_sweep_2_jobs_over_a_group_with_an_override_inside_it(hydra_sweep_runner
             assert_job_records(ret, overrides, tmp_path / str(num))
 
 
+@pytest.mark.slow  # a sweep of its own to compile and run (the default suite stays within 5 minutes cold)
 def test_sweep_in_batches_numbers_the_jobs_on(hydra_sweep_runner, tmp_path):
     """launcher_common_tests' BatchedSweeperTestSuite with this app: hydra.sweeper.max_batch_size=2
     launches 3 jobs in 2 batches, numbered 0, 1, 2, each in its own run directory."""
