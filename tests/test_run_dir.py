@@ -26,6 +26,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # two CLI sweeps (~12 s cold); the default run checks the trust rules in process
 def test_a_sweep_rerun_with_a_refused_value_records_it_failed_and_goes_on(tmp_path):
     root = tmp_path / "multirun"
     first = cli("-m", "regularizer.strength=0,0.01", f"hydra.sweep.dir={root}", cwd=tmp_path)

@@ -122,6 +122,7 @@ def assert_seeds_are_job_numbers(sweep_dir: Path, given: dict[int, int]) -> None
     assert any((seed_0[k] != seed_1[k]).any() for k in seed_0)
 
 
+@pytest.mark.slow  # two sweeps to compile and run (the default suite stays within 5 minutes cold)
 @pytest.mark.parametrize("launcher", BOTH)
 def test_hydra_resolvers_in_a_jobs_config_resolve_as_that_job(hydra_sweep_runner, tmp_path, launcher):
     """seed=${hydra:job.num}: each job trains with its own number as its seed, as with the basic launcher
