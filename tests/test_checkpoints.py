@@ -129,6 +129,7 @@ def test_a_cluster_requeue_signal_is_held_until_a_checkpoint_is_written(tmp_path
     assert_same_run(tmp_path / "whole", tmp_path / "requeued", rtol=0)
 
 
+@pytest.mark.slow  # a vmapped batch of its own to compile (15 s cold); the serial requeue test stays in the default run
 def test_a_batch_holds_the_requeue_signal_until_every_member_is_checkpointed(tmp_path, cluster_signal, caplog):
     seen, seen_dir, _ = cluster_signal
     grid = [["precision=float64", "checkpoint.every_s=1e6", f"seed={seed}"] for seed in (0, 1)]

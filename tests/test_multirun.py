@@ -17,6 +17,7 @@ def rnn_sparsity(*args, cwd):
     return proc
 
 
+@pytest.mark.slow  # a 4-job CLI sweep and its aggregation (18 s cold)
 def test_sweep_with_a_diverging_job_completes_and_aggregates(tmp_path, capsys):
     sweep = tmp_path / "multirun"
     rnn_sparsity("-m", *TINY, "analysis.figures=true", "optimizer=sgd", "optimizer.steps=40", "regularizer.strength=0,0.1",

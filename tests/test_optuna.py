@@ -126,6 +126,7 @@ BEST = re.compile(r"best trial \(optuna, maximize test_accuracy\): job (\d+) tes
                   r"regularizer\.strength=(\S+) optimizer\.lr=(\S+)")
 
 
+@pytest.mark.slow  # 12 trials through the CLI (12 s cold)
 def test_an_optuna_search_runs_and_aggregates_with_its_best_trial(tmp_path, capsys):
     """4 trials as 2 vmapped batches, lr 1e30 among the choices: a diverged trial is a bad one, not the
     end of the search. The aggregator's and --status's best trial is the best run of the table and

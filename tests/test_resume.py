@@ -33,7 +33,8 @@ def strength_of(run_dir: Path) -> float:
     return float(next(o for o in artifacts.read_overrides(run_dir) if o.startswith("regularizer.strength=")).split("=")[1])
 
 
-@pytest.mark.parametrize("launcher", ["basic", pytest.param("vmap", marks=pytest.mark.slow)])  # 5 sweeps each (~1 min)
+@pytest.mark.slow  # 5 sweeps each (35 s cold for basic); the default run checks the skip in process (test_sweeper_contracts, test_optuna)
+@pytest.mark.parametrize("launcher", ["basic", "vmap"])
 def test_a_rerun_runs_only_the_unfinished_and_the_changed_jobs(tmp_path, launcher):
     root = tmp_path / "multirun"
     log = sweep(root, launcher=launcher)
