@@ -12,7 +12,8 @@ from helpers import compose_cfg
 
 PACKAGE = Path(__file__).parents[1] / "rnn_sparsity"
 CONF = PACKAGE / "conf"
-FLOOR = ("rnn_sparsity.maths", "rnn_sparsity.contracts", "rnn_sparsity.components", "rnn_sparsity.blas")
+FLOOR = ("rnn_sparsity.maths", "rnn_sparsity.contracts", "rnn_sparsity.components", "rnn_sparsity.blas",
+         "rnn_sparsity.pruning")
 
 
 def module_name(path: Path) -> str:

@@ -1,0 +1,120 @@
+"""The maths of pruning (rnn_sparsity/pruning.py) against NumPy done by hand: exact counts, the smallest
+|w| removed, the schedule's formula, the random control's counts, a lottery round and its rewind."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_sparsity.pruning import (magnitude_masks, polynomial_sparsity, random_masks, rewind, survivors_masks)
+
+
+def weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"J": rng.normal(size=(12, 12)).astype(np.float32), "w": rng.normal(size=(7,)).astype(np.float32)}
+
+
+def smallest(values: np.ndarray, k: int) -> set[int]:
+    """Indices of the k smallest |values| (flat), ties by position: what a prune removes."""
+    return set(np.argsort(np.abs(values).ravel(), kind="stable")[:k].tolist())
+
+
+@pytest.mark.parametrize("s", [0.0, 0.3, 0.5, 0.9, 0.99, 1.0])
+def test_a_per_tensor_prune_zeroes_exactly_the_floor_s_n_smallest_of_each_tensor(s):
+    params = weights()
+    masks = magnitude_masks(params, ["J", "w"], s)
+    for name, value in params.items():
+        k = int(np.floor(s * value.size + 1e-9))
+        zeroed = set(np.flatnonzero(np.asarray(masks[name]).ravel() == 0).tolist())
+        assert zeroed == smallest(value, k)
+        assert masks[name].dtype == value.dtype and masks[name].shape == value.shape
+
+
+@pytest.mark.parametrize("s", [0.25, 0.6])
+def test_a_global_prune_zeroes_the_floor_s_n_smallest_across_the_targets(s):
+    params = weights(1)
+    params["w"] = params["w"] * 10  # a tensor of larger weights: a global prune spares it, a per-tensor one does not
+    masks = magnitude_masks(params, ["J", "w"], s, scope="global")
+    flat = np.concatenate([params["J"].ravel(), params["w"].ravel()])
+    kept = np.concatenate([np.asarray(masks["J"]).ravel(), np.asarray(masks["w"]).ravel()])
+    assert set(np.flatnonzero(kept == 0).tolist()) == smallest(flat, int(np.floor(s * flat.size)))
+    per_tensor = magnitude_masks(params, ["J", "w"], s)
+    assert int(np.sum(np.asarray(masks["w"]) == 0)) < int(np.sum(np.asarray(per_tensor["w"]) == 0))
+
+
+def test_the_target_sparsity_is_traced_under_vmap():
+    params = weights(2)
+    sparsities = jnp.array([0.1, 0.5, 0.8])
+    batched = jax.vmap(lambda s: magnitude_masks(params, ["J"], s)["J"])(sparsities)
+    for i, s in enumerate(sparsities):
+        np.testing.assert_array_equal(batched[i], magnitude_masks(params, ["J"], float(s))["J"])
+        assert int(np.sum(np.asarray(batched[i]) == 0)) == int(np.floor(float(s) * 144))
+
+
+def test_already_zero_entries_count_among_the_smallest():
+    params = weights(3)
+    params["J"][:3] = 0.0  # 36 entries masked before: a prune to 0.5 adds 36 more
+    masks = magnitude_masks(params, ["J"], 0.5)
+    assert np.all(np.asarray(masks["J"])[:3] == 0) and int(np.sum(np.asarray(masks["J"]) == 0)) == 72
+
+
+def test_the_gradual_schedule_is_zhu_and_gupta_s_formula_at_every_pruning_step():
+    s_i, s_f, t0, n, dt = 0.0, 0.9, 100, 10, 50
+    for j in range(n + 1):
+        t = t0 + j * dt
+        expected = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3
+        assert float(polynomial_sparsity(t, s_i, s_f, t0, n, dt)) == pytest.approx(expected, abs=1e-7)
+    assert float(polynomial_sparsity(0, s_i, s_f, t0, n, dt)) == s_i  # before t0
+    assert float(polynomial_sparsity(t0 + 10 * n * dt, s_i, s_f, t0, n, dt)) == pytest.approx(s_f)  # after the end
+    steps = [float(polynomial_sparsity(t0 + j * dt, s_i, s_f, t0, n, dt)) for j in range(n + 1)]
+    assert all(a < b for a, b in zip(steps, steps[1:]))  # it rises fast, then slowly
+    assert steps[1] - steps[0] > steps[-1] - steps[-2]
+
+
+def test_the_random_control_keeps_each_tensors_count_at_other_positions():
+    params = weights(4)
+    masks = magnitude_masks(params, ["J", "w"], 0.7)
+    control = random_masks(jax.random.key(0), masks)
+    for t in masks:
+        assert int(np.sum(np.asarray(control[t]) == 0)) == int(np.sum(np.asarray(masks[t]) == 0))
+    assert not np.array_equal(control["J"], masks["J"])
+    again = random_masks(jax.random.key(1), masks)
+    assert not np.array_equal(again["J"], control["J"])
+
+
+@pytest.mark.parametrize("scope", ["tensor", "global"])
+def test_a_lottery_round_prunes_a_fraction_of_the_survivors_and_no_pruned_entry_returns(scope):
+    params = weights(5)
+    masks = magnitude_masks(params, ["J", "w"], 0.5, scope=scope)
+    trained = {t: v * 3.0 + 1.0 for t, v in weights(6).items()}  # other magnitudes after training
+    new = survivors_masks(trained, masks, 0.2, scope=scope)
+    for t in masks:
+        assert np.all(np.asarray(new[t])[np.asarray(masks[t]) == 0] == 0)  # pruned stays pruned
+    alive = {t: np.asarray(masks[t]) > 0 for t in masks}
+    if scope == "tensor":
+        for t in masks:
+            m = int(alive[t].sum())
+            dropped = set(np.flatnonzero(alive[t].ravel() & (np.asarray(new[t]).ravel() == 0)).tolist())
+            survivors = np.flatnonzero(alive[t].ravel())
+            order = survivors[np.argsort(np.abs(trained[t].ravel()[survivors]), kind="stable")]
+            assert dropped == set(order[:int(np.floor(0.2 * m))].tolist())
+    else:
+        m = sum(int(a.sum()) for a in alive.values())
+        dropped = sum(int((alive[t] & (np.asarray(new[t]) == 0)).sum()) for t in masks)
+        assert dropped == int(np.floor(0.2 * m))
+        biggest_dropped = max(float(np.abs(trained[t])[alive[t] & (np.asarray(new[t]) == 0)].max(initial=0)) for t in masks)
+        smallest_kept = min(float(np.abs(trained[t])[np.asarray(new[t]) > 0].min()) for t in masks)
+        assert biggest_dropped <= smallest_kept
+
+
+def test_a_rewind_restores_the_reference_of_every_survivor_and_zero_elsewhere():
+    init, trained = weights(7), {t: v + 5.0 for t, v in weights(8).items()}
+    masks = magnitude_masks(trained, ["J"], 0.6)
+    back = rewind(init, masks, {**trained, "b": np.ones(3, np.float32)})
+    kept = np.asarray(masks["J"]) > 0
+    np.testing.assert_array_equal(np.asarray(back["J"])[kept], init["J"][kept])
+    assert np.all(np.asarray(back["J"])[~kept] == 0)
+    np.testing.assert_array_equal(back["w"], trained["w"])  # not a pruning target: as it was
+    np.testing.assert_array_equal(back["b"], np.ones(3))
