@@ -37,47 +37,41 @@ def smallest_mask(scores: jax.Array, k) -> jax.Array:
     return keep.reshape(scores.shape).astype(scores.dtype)
 
 
+def masks_of_scores(scores: Mapping[str, jax.Array], count, scope: str) -> dict[str, jax.Array]:
+    """0 for the smallest scores, 1 elsewhere: `count(n)` of each tensor's n (scope "tensor"), or of all
+    the tensors' entries together (scope "global"); each mask in its tensor's shape. `count` gets the
+    scores it ranks, so it may count what they say (a lottery round, its survivors)."""
+    if scope == "tensor":
+        return {t: smallest_mask(v, count(v)) for t, v in scores.items()}
+    if scope != "global":
+        raise ValueError(f"scope must be tensor or global, not {scope!r}")
+    flat = jnp.concatenate([v.ravel() for v in scores.values()])
+    keep = smallest_mask(flat, count(flat))
+    masks, start = {}, 0
+    for t, v in scores.items():
+        masks[t] = keep[start:start + v.size].reshape(v.shape)
+        start += v.size
+    return masks
+
+
 def magnitude_masks(params: Params, targets: Sequence[str], sparsity, scope: str = "tensor") -> dict[str, jax.Array]:
     """Masks that zero, for each target (scope "tensor") or across all targets together (scope
     "global"), the ⌊s·n⌋ entries of smallest |w|; entries already zero count among them (a masked or
     pruned weight is a smallest one)."""
-    if scope == "tensor":
-        return {t: smallest_mask(jnp.abs(params[t]), count_at(sparsity, params[t].size)) for t in targets}
-    if scope != "global":
-        raise ValueError(f"scope must be tensor or global, not {scope!r}")
-    flat = jnp.concatenate([jnp.abs(params[t]).ravel() for t in targets])
-    keep = smallest_mask(flat, count_at(sparsity, flat.size))
-    masks, start = {}, 0
-    for t in targets:
-        size = params[t].size
-        masks[t] = keep[start:start + size].reshape(params[t].shape).astype(params[t].dtype)
-        start += size
-    return masks
+    masks = masks_of_scores({t: jnp.abs(params[t]) for t in targets}, lambda v: count_at(sparsity, v.size), scope)
+    return {t: m.astype(params[t].dtype) for t, m in masks.items()}
 
 
 def survivors_masks(params: Params, masks: Mapping[str, jax.Array], fraction, scope: str = "tensor") -> dict[str, jax.Array]:
     """A lottery round: prune ⌊p·m⌋ of the m surviving entries (mask 1) with the smallest |w|, per tensor
     or globally; pruned entries stay pruned. Returns the new masks."""
-    def scores(t):  # the pruned ones rank first, so ⌊p·m⌋ more are the smallest survivors
-        return jnp.where(masks[t] > 0, jnp.abs(params[t]), -jnp.inf)
+    scores = {t: jnp.where(m > 0, jnp.abs(params[t]), -jnp.inf) for t, m in masks.items()}  # the pruned rank first
 
-    if scope == "tensor":
-        out = {}
-        for t in masks:
-            alive = jnp.sum(masks[t] > 0)
-            out[t] = smallest_mask(scores(t), masks[t].size - alive + count_at(fraction, alive)).astype(masks[t].dtype)
-        return out
-    if scope != "global":
-        raise ValueError(f"scope must be tensor or global, not {scope!r}")
-    flat = jnp.concatenate([scores(t).ravel() for t in masks])
-    alive = jnp.sum(jnp.isfinite(flat))
-    keep = smallest_mask(flat, flat.size - alive + count_at(fraction, alive))
-    out, start = {}, 0
-    for t in masks:
-        size = masks[t].size
-        out[t] = keep[start:start + size].reshape(masks[t].shape).astype(masks[t].dtype)
-        start += size
-    return out
+    def count(v):  # the pruned ones, then ⌊p·m⌋ of the m survivors
+        alive = jnp.sum(jnp.isfinite(v))
+        return v.size - alive + count_at(fraction, alive)
+
+    return {t: m.astype(masks[t].dtype) for t, m in masks_of_scores(scores, count, scope).items()}
 
 
 def polynomial_sparsity(step, initial, final, start, n_prunes: int, every: int) -> jax.Array:
