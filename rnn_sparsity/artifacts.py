@@ -253,7 +253,7 @@ def trust_problem(run_dir: Path) -> str:
     fingerprint); else what is wrong."""
     if problem := done_manifest_problem(run_dir):
         return problem
-    recorded = read_config_hash(run_dir)
+    recorded = read_record_fingerprint(run_dir)
     if recorded is not None and record_fingerprint(run_dir) != recorded:
         return f"{CONFIG}: changed since the run (its results are not this config's)"
     return ""
@@ -365,7 +365,7 @@ def read_fingerprint(run_dir: Path) -> str | None:
     return lines[0] if lines else None
 
 
-def read_config_hash(run_dir: Path) -> str | None:
+def read_record_fingerprint(run_dir: Path) -> str | None:
     """The record_fingerprint the run recorded (None: a run without a config record, or of an earlier release)."""
     lines = _fingerprint_lines(run_dir)
     return lines[1] if len(lines) > 1 else None

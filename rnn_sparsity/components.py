@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import sys
+import typing
 from typing import Any, ClassVar, NamedTuple
 
 from hydra.core.config_store import ConfigStore
@@ -238,7 +238,8 @@ def refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
     """A key the schema (a dataclass) does not have is refused like a typo, also one added with `+`
     (Hydra's `+key=value` opens the config, so it would otherwise be accepted, recorded and ignored);
     nested dataclass fields are checked the same way, other nested nodes (a Flax module's) are free."""
-    fields = {f.name: f for f in dataclasses.fields(schema)}
+    fields = {f.name for f in dataclasses.fields(schema)}
+    kinds = typing.get_type_hints(schema)  # the fields' types, string annotations resolved
     for key in node:
         name = f"{prefix}.{key}" if prefix else str(key)
         if key == "hydra" and not prefix:  # Hydra's own node, where a caller composed it in
@@ -246,8 +247,7 @@ def refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
         if key not in fields:
             raise ConfigError(name, OmegaConf.select(node, str(key), throw_on_missing=False),
                               f"not a key of {schema.__name__}; its keys: {', '.join(fields)}")
-        kind = fields[key].type
-        kind = getattr(sys.modules.get(schema.__module__), kind, None) if isinstance(kind, str) else kind
+        kind = kinds.get(key)
         if dataclasses.is_dataclass(kind) and OmegaConf.is_dict(OmegaConf.select(node, str(key), throw_on_missing=False)):
             refuse_unknown_keys(node[key], kind, name)
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import artifacts
 from .checkpoints import Checkpoints, Resume, hand_over, held_requeue_signal, state_template
 from .contracts import Probe
-from .train import RECORD_FIELDS, Trainer, TrainState, records_to_rows, steps_in
+from .train import RECORD_FIELDS, Trainer, TrainState, masked, records_to_rows, steps_in
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def fit(program: Program, keys: Sequence[jax.Array], hypers: Sequence[dict], pro
 
 def finish_probes(state: TrainState, probes: Sequence[Probe]) -> None:
     """Every probe's finish(best effective params, completed), when those parameters are finite."""
-    best = {k: v * state.mask[k] if k in state.mask else v for k, v in state.best_params.items()}
+    best = masked(state.best_params, state.mask)
     if all_finite(best):
         for probe in probes:
             probe.finish(best, completed=not bool(state.diverged))

@@ -4,6 +4,8 @@ record is the one it ran, and a key the schema does not have is refused even wit
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +70,6 @@ def finished(tmp_path_factory) -> tuple[Path, str]:
 
 
 def copy_of(run_dir: Path, tmp_path: Path) -> Path:
-    import shutil
-
     return Path(shutil.copytree(run_dir, tmp_path / "copy"))
 
 
@@ -77,7 +77,7 @@ def test_a_finished_run_is_trusted_as_written(finished, tmp_path):
     run_dir, fingerprint = finished
     assert artifacts.finished_metrics(run_dir, fingerprint)["status"] == "completed"
     assert artifacts.check_run(run_dir).status == "completed"
-    listed = set(__import__("json").loads((run_dir / artifacts.DONE).read_text())["files"])
+    listed = set(json.loads((run_dir / artifacts.DONE).read_text())["files"])
     assert {artifacts.METRICS, artifacts.HISTORY, artifacts.PARAMS, artifacts.ANALYSIS} <= listed
 
 

@@ -78,11 +78,11 @@ def test_bad_input_fails_at_once_with_one_line_naming_key_value_and_allowed(refu
     value = override.split("=", 1)[1]
     assert lines[0].startswith(f"rnn-sparsity: error: invalid config value {key}=") and value[:5] in lines[0]
     assert allowed in lines[0]
-    assert result["seconds"] < 15
-    assert not (result["run_dir"] / "DONE").exists()  # refused before any compute: recorded as failed, no result
+    # refused before any compute (no wall-time limit: CI's machines differ): recorded as failed, nothing trained
+    assert not (result["run_dir"] / "DONE").exists()
     recorded = json.loads((result["run_dir"] / "metrics.json").read_text())
     assert recorded["status"] == "failed" and key in recorded["error"]
-    assert not (result["run_dir"] / "params.npz").exists()
+    assert not any((result["run_dir"] / name).exists() for name in ("params.npz", "history.parquet", "checkpoint"))
 
 
 @pytest.mark.parametrize("override,key", UNKNOWN)
