@@ -40,7 +40,7 @@ from .contracts import Probe
 from .fit import FitResult, Program, fit
 from .provenance import provenance
 from .rundir import RunDir, finish, logging_to
-from .train import Trainer, mean_squared_rate
+from .train import Trainer, masked, mean_squared_rate
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def evaluate(trainer: Trainer, state, hyper: dict,
     |θ| < near_zero, `analysis.near_zero`), the task's own metrics of the network's outputs and, for a task
     with held-out data, test loss (and accuracy)."""
     params, mask = state.best_params, state.mask
-    effective = jax.tree.map(jnp.multiply, params, mask)
+    effective = masked(params, mask)
     outputs, states = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
     outputs = np.asarray(outputs)
     task_loss = float(trainer.task.loss(outputs, trainer.task.targets, trainer.task.loss_weights))
