@@ -247,14 +247,14 @@ def done_manifest_problem(run_dir: Path) -> str:
     return ""
 
 
-def trust_problem(run_dir: Path) -> str:
+def trust_problem(run_dir: Path, record: Any = None) -> str:
     """"" when a finished run's results are its config's: DONE's files all there (done_manifest_problem)
     and .hydra/config.yaml saying what it said when the run began (record_fingerprint, kept beside the
-    fingerprint); else what is wrong."""
+    fingerprint; `record`: the file already loaded); else what is wrong."""
     if problem := done_manifest_problem(run_dir):
         return problem
     recorded = read_record_fingerprint(run_dir)
-    if recorded is not None and record_fingerprint(run_dir) != recorded:
+    if recorded is not None and record_fingerprint(run_dir, record) != recorded:
         return f"{CONFIG}: changed since the run (its results are not this config's)"
     return ""
 
@@ -371,22 +371,27 @@ def read_record_fingerprint(run_dir: Path) -> str | None:
     return lines[1] if len(lines) > 1 else None
 
 
-def record_fingerprint(run_dir: Path) -> str | None:
+def record_fingerprint(run_dir: Path, record: Any = None) -> str | None:
     """The fingerprint of .hydra/config.yaml as a reader finds it (its keys that change results: not
-    Hydra's node nor NOT_RESULTS), or None when there is none or it cannot be read. Computed the same way
-    when the run records it and when a reader checks it, so only a change of what the file says counts."""
+    Hydra's node nor NOT_RESULTS), or None when there is none or it cannot be read; `record`: the file
+    already loaded (load_record). Computed the same way when the run records it and when a reader checks
+    it, so only a change of what the file says counts."""
     import hashlib
 
+    record = load_record(run_dir)[0] if record is None else record
+    if not isinstance(record, dict):
+        return None
+    kept = {key: value for key, value in record.items() if key not in ("hydra", *NOT_RESULTS)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_record(run_dir: Path) -> tuple[Any, str]:
+    """(.hydra/config.yaml as plain YAML, "" ) or (None, what is wrong with it)."""
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        tree = yaml.load((Path(run_dir) / CONFIG).read_text(), Loader=loader)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return None
-    if not isinstance(tree, dict):
-        return None
-    for key in ("hydra", *NOT_RESULTS):
-        tree.pop(key, None)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+        loaded = yaml.load((Path(run_dir) / CONFIG).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        return None, f"unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+    return loaded, "" if isinstance(loaded, dict) and loaded else ("empty" if not loaded else "not a mapping")
 
 
 def finished_metrics(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -476,14 +481,6 @@ def _damaged(name: str, reason: str, metrics: dict) -> RunCheck:
     return RunCheck(DAMAGED, f"{name}: {reason}", metrics, name)
 
 
-def _config_problem(run_dir: Path) -> str:
-    try:
-        loaded = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        return f"unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
-    return "" if isinstance(loaded, dict) and loaded else ("empty" if not loaded else "not a mapping")
-
-
 def _metrics_problem(run_dir: Path) -> tuple[dict, str]:
     if not (Path(run_dir) / METRICS).exists():
         return {}, ""
@@ -521,7 +518,8 @@ def check_run(run_dir: Path) -> RunCheck:
     one makes the run `damaged`. A `failed` record wins over DONE; no DONE means `incomplete`."""
     run_dir = Path(run_dir)
     metrics, problem = _metrics_problem(run_dir)
-    if config_problem := _config_problem(run_dir):
+    record, config_problem = load_record(run_dir)
+    if config_problem:
         return _damaged(CONFIG, config_problem, metrics)
     if problem:
         return _damaged(METRICS, problem, metrics)
@@ -534,7 +532,7 @@ def check_run(run_dir: Path) -> RunCheck:
     for name, find_problem in ((HISTORY, _history_problem), (PARAMS, _arrays_problem), (ANALYSIS, _arrays_problem)):
         if (run_dir / name).exists() and (problem := find_problem(run_dir / name)):
             return _damaged(name, problem, metrics)
-    if problem := trust_problem(run_dir):
+    if problem := trust_problem(run_dir, record):
         name, _, reason = problem.partition(": ")
         return _damaged(name, reason, metrics)
     return RunCheck(str(metrics.get("status") or "completed"), "", metrics)
