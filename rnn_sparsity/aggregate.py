@@ -104,7 +104,7 @@ TARGET = "._target_"  # `<group>._target_` names a run's component class: the gr
 RUN_PLOTTED = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction")
 RUN_UNPLOTTED = ("wall_s", "steps", "epochs", "initial_loss", "diverged_step", "activity_loss")  # activity_loss = κ · activity
 RUN_SUMMARY = ("final_loss", "test_loss", "sparsity")
-GROUPS = ("model", "task", "regularizer", "optimizer", "analysis")
+GROUPS = ("model", "task", "regularizer", "optimizer", "pruner", "analysis")
 PROG = "rnn-sparsity-aggregate"
 ALWAYS_TRUSTED = ("rnn_sparsity",)
 TRUST_ENV = "RNN_SPARSITY_TRUST"  # comma-separated packages whose components may be imported, like --trust

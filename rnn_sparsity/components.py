@@ -1,4 +1,4 @@
-"""Components: a model, task, regularizer, optimizer or analysis is one class in one module, plus a YAML.
+"""Components: a model, task, regularizer, optimizer, pruner or analysis is one class in one module, plus a YAML.
 
 A component class declares, next to its code:
 
@@ -31,7 +31,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-GROUPS = ("model", "task", "regularizer", "optimizer", "analysis")
+GROUPS = ("model", "task", "regularizer", "optimizer", "pruner", "analysis")
 
 
 class ConfigError(ValueError):
@@ -62,6 +62,20 @@ def non_negative(cfg: DictConfig, key: str, note: str = "") -> None:
 def one_of(cfg: DictConfig, key: str, options) -> None:
     value = OmegaConf.select(cfg, key)
     check(value in options, key, value, f"must be one of {', '.join(options)}")
+
+
+def parameter_targets(key: str, named, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...]) -> tuple[str, ...]:
+    """The parameters a component acts on: those `named` (its `key`, e.g. regularizer.targets), or the
+    model's `weights` where it is null; a name that is not a parameter of the model is refused, the
+    message listing those that are."""
+    if named is None:
+        check(len(weights) > 0, key, None, "null targets the model's weights and this model declares none: "
+              f"name some of its parameters: {', '.join(param_shapes)}")
+        return tuple(weights)
+    targets = tuple(named)
+    if any(t not in param_shapes for t in targets):
+        raise ConfigError(key, list(targets), f"names must be parameters of the model: {', '.join(param_shapes)}")
+    return targets
 
 
 # -------------------------------------------------------------------------------------------- classes
@@ -193,6 +207,20 @@ class OptimizerComponent(Component):
                     patience=int(cfg.get("patience", 0)), keep=str(cfg.get("keep", "best")))
 
 
+class PrunerComponent(Component):
+    group = "pruner"
+
+    def build(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...] = ()):
+        """contracts.Pruner for a model whose parameters have these shapes and whose weights are `weights`
+        (what it prunes where `pruner.targets` is null)."""
+        raise NotImplementedError
+
+    def method(self) -> str:
+        """How this run makes its network sparse, for a comparison across methods (the aggregator's
+        matched-sparsity figure): the pruner's name; `none` defers to the regularizer."""
+        return str(self.group_cfg.name)
+
+
 class AnalysisComponent(Component):
     group = "analysis"
     chunk_steps: ClassVar[int] = 100  # steps of a jitted chunk, between which the probes sample
@@ -203,7 +231,7 @@ class AnalysisComponent(Component):
 
 
 BASES = {"model": ModelComponent, "task": TaskComponent, "regularizer": RegularizerComponent,
-         "optimizer": OptimizerComponent, "analysis": AnalysisComponent}
+         "optimizer": OptimizerComponent, "pruner": PrunerComponent, "analysis": AnalysisComponent}
 
 
 class Parts(NamedTuple):
@@ -212,6 +240,7 @@ class Parts(NamedTuple):
     task: TaskComponent
     regularizer: RegularizerComponent
     optimizer: OptimizerComponent
+    pruner: PrunerComponent
     analysis: AnalysisComponent
 
 

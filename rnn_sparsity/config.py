@@ -42,6 +42,7 @@ class Config:
     task: Any = MISSING
     regularizer: Any = MISSING
     optimizer: Any = MISSING
+    pruner: Any = MISSING
     analysis: Any = MISSING
     seed: int = 0  # one PRNG key per run: init, mask, data
     precision: str = "float32"  # float32 | float64 (turns on JAX x64 before any array exists)
@@ -65,7 +66,7 @@ def register_configs() -> None:
 
 
 COMPONENT_PACKAGES = ("rnn_sparsity.models", "rnn_sparsity.tasks", "rnn_sparsity.regularizers",
-                      "rnn_sparsity.optimizers", "rnn_sparsity.probes")
+                      "rnn_sparsity.optimizers", "rnn_sparsity.pruners", "rnn_sparsity.probes")
 register_configs()
 
 

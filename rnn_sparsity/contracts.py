@@ -141,6 +141,35 @@ class Regularizer(NamedTuple):
     state_weight: Callable[[dict], Any] | None = None
 
 
+class Pruner(NamedTuple):
+    """How a run's masks change while it trains (the `pruner` group); `hyper` is the pruner's own traced
+    values (its target sparsity, ...). Masks are 0/1 arrays; a pruned entry is 0 in θ and in M.
+
+    targets: the parameters it prunes; their masks join the structural mask M (all 1 where the model
+        masks nothing), so the forward pass sees θ ⊙ M and every update keeps θ ⊙ M.
+    init(key, params, masks, hyper) -> its state: a dict of arrays it carries through training in the
+        TrainState (so it is checkpointed, resumed and vmapped with the run).
+    due(clock) -> bool array: whether it acts before step `clock` of the schedule (the schedule's step,
+        every member's: unbatched under vmap, so `act` runs under a real conditional); None: never.
+    act(clock, params, masks, state, hyper, key) -> (masks, state): the targets' masks after it acts (a
+        prune turns 1s to 0; masks left as they were: the trainer then changes nothing else).
+    blocks: the trainings of a run, in order, as (kind, round): ("train", 0) alone unless it retrains
+        (a lottery run: ("round", r) for each round, ("reinit", r) for a control round).
+    begin(block, trained, initial, masks, state, hyper, fresh) -> (params, masks, state): the start of
+        block b >= 1, from `trained` (block b−1's best parameters), `initial` (θ0) and `fresh(i)` (the
+        i-th fresh draw of θ0).
+    results(state, best, masks) -> [(params, masks)] of every block, the last one's (best, masks).
+    """
+
+    targets: tuple[str, ...] = ()
+    init: Callable[..., dict] = lambda key, params, masks, hyper: {}
+    due: Callable[[Any], Any] | None = None
+    act: Callable[..., tuple[Params, dict]] | None = None
+    blocks: tuple[tuple[str, int], ...] = (("train", 0),)
+    begin: Callable[..., tuple[Params, Params, dict]] | None = None
+    results: Callable[..., list[tuple[Params, Params]]] | None = None
+
+
 class Probe:
     """What runs between training chunks and after training.
 

@@ -180,11 +180,12 @@ def run_probes(parts: Parts, trainer: Trainer) -> list[Probe]:
     return [probe for part in parts for probe in part.probes(trainer)]
 
 
-def evaluate(trainer: Trainer, state, hyper: dict,
-             near_zero: float = NEAR_ZERO) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate(trainer: Trainer, state, hyper: dict, near_zero: float = NEAR_ZERO,
+             per_block: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics and arrays of the best parameters of a finished fit: status, losses, sparsity (near zero:
     |θ| < near_zero, `analysis.near_zero`), the task's own metrics of the network's outputs and, for a task
-    with held-out data, test loss (and accuracy)."""
+    with held-out data, test loss (and accuracy); for a pruner that prunes, the masks' sparsity, and for one
+    that retrains, each training's metrics (`block_metrics`; per_block: this is one of them)."""
     params, mask = state.best_params, state.mask
     effective = masked(params, mask)
     outputs, states = jax.jit(trainer.model.apply)(effective, jnp.asarray(trainer.task.inputs, trainer.dtype))
@@ -192,7 +193,7 @@ def evaluate(trainer: Trainer, state, hyper: dict,
     task_loss = float(trainer.task.loss(outputs, trainer.task.targets, trainer.task.loss_weights))
     reg_loss = float(trainer.regularizer.penalty(params, hyper["regularizer"]))
     host = {k: np.asarray(v) for k, v in params.items()}
-    names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.model.masked])) or list(host)
+    names = list(dict.fromkeys([*trainer.regularizer.targets, *trainer.masked_names])) or list(host)
     activity_loss = {}
     if trainer.model.rates is not None:  # the mean squared rate, and its κ-weighted part of the final loss
         activity = float(mean_squared_rate(trainer.model.rates(states), jnp.asarray(trainer.task.loss_weights)))
@@ -213,7 +214,34 @@ def evaluate(trainer: Trainer, state, hyper: dict,
     arrays = dict(trainer.task.arrays(outputs)) if finite else {}
     if finite:
         metrics.update(trainer.task.metrics(outputs))
+    if trainer.pruner.targets:
+        metrics["mask_sparsity"] = mask_sparsity(mask, trainer.pruner.targets)
+    if len(trainer.blocks) > 1 and not per_block:
+        metrics.update(block_metrics(trainer, state, hyper, near_zero))
     return metrics, arrays
+
+
+def mask_sparsity(mask: dict, targets: Sequence[str]) -> float:
+    """The fraction of the targets' mask entries that are 0 (pruned or structurally masked)."""
+    return float(sum(np.sum(np.asarray(mask[t]) == 0) for t in targets) / sum(np.size(mask[t]) for t in targets))
+
+
+BLOCK_METRICS_SKIPPED = ("status", "steps", "diverged_step", "initial_loss", "epochs", "stopped_early")
+
+
+def block_metrics(trainer: Trainer, state, hyper: dict, near_zero: float) -> dict[str, Any]:
+    """Each training of a pruner that retrains (a lottery run's rounds and their controls) scored as a run
+    of its own: its best parameters and masks (Pruner.results) through `evaluate`, its metrics named
+    <kind><round>_<metric> (round3_test_accuracy, reinit3_sparsity)."""
+    out = {}
+    results = trainer.pruner.results(jax.device_get(state.pruning), state.best_params,
+                                     {t: state.mask[t] for t in trainer.pruner.targets})
+    for (kind, r), (params, masks) in zip(trainer.blocks, results):
+        block = state._replace(best_params=params, mask={**state.mask, **masks})
+        metrics, _ = evaluate(trainer, block, hyper, near_zero, per_block=True)
+        out.update({f"{kind}{r}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))
+                    and k not in BLOCK_METRICS_SKIPPED and "/" not in k and not k.startswith("near_zero")})
+    return out
 
 
 def write_member(m: Member, probes: Sequence[Probe], result: FitResult, start: float,
@@ -225,11 +253,12 @@ def write_member(m: Member, probes: Sequence[Probe], result: FitResult, start: f
     for probe in probes:
         metrics.update(probe.metrics())
         arrays.update(probe.arrays())
-    metrics.update(stages=",".join(result.history["stage"].unique().tolist()), wall_s=time.perf_counter() - start,
+    metrics.update(stages=",".join(result.history["stage"].unique().tolist()), method=m.parts.pruner.method(),
+                   wall_s=time.perf_counter() - start,
                    **provenance())
     m.run.write(metrics, {k: np.asarray(v) for k, v in state.best_params.items()},
                 init={k: np.asarray(v) for k, v in state.init_params.items()},
-                mask={k: np.asarray(state.mask[k]) for k in m.trainer.model.masked},
+                mask={k: np.asarray(state.mask[k]) for k in m.trainer.masked_names},
                 history=result.history, arrays=arrays if cfg.analysis.enabled else None)
     if cfg.analysis.figures:
         from .plots.run import component_figures

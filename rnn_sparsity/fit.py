@@ -290,7 +290,7 @@ def fit(program: Program, keys: Sequence[jax.Array], hypers: Sequence[dict], pro
                 stage_seen = index
             done, last = 0, None
             for i, member_records in enumerate(program.split(records)):
-                chunk = records_to_rows(member_records, stage, trainer.history_every)
+                chunk = records_to_rows(member_records, stage, trainer.history_every, trainer.block_of(index)[2])
                 done += steps_in([chunk])
                 if len(chunk["step"]):
                     rows[i].append(chunk)
@@ -326,6 +326,6 @@ def finish_probes(state: TrainState, probes: Sequence[Probe]) -> None:
 
 def history_frame(rows: Sequence[dict]) -> pd.DataFrame:
     """history.parquet's table from the chunks' rows (records_to_rows)."""
-    columns = {k: np.concatenate([r[k] for r in rows]) for k in (*RECORD_FIELDS, "stage")} if rows else \
-        {k: [] for k in (*RECORD_FIELDS, "stage")}
-    return pd.DataFrame(columns)[["step", "stage", "loss", "task_loss", "reg_loss", "grad_norm"]]
+    names = (*RECORD_FIELDS, "stage", "round")
+    columns = {k: np.concatenate([r[k] for r in rows]) for k in names} if rows else {k: [] for k in names}
+    return pd.DataFrame(columns)[["step", "stage", "round", "loss", "task_loss", "reg_loss", "grad_norm"]]

@@ -1,11 +1,12 @@
-"""The maths of pruning, pure and jit/vmap-able in the target sparsity: which entries a magnitude prune
-removes (per tensor or globally across the targets), Zhu & Gupta's polynomial schedule, the random
-control with the same per-tensor counts, and a lottery ticket's rewind. Masks are arrays of 0/1 in the
-parameters' dtype (as the structural mask M); a new mask composes with an old one by multiplication.
+"""The maths of pruning, pure and jit/vmap-able in the target sparsity: which entries a prune removes
+(per tensor or globally across the targets) by a score (|w|: magnitude pruning; uniform noise: the random
+control), Zhu & Gupta's polynomial schedule, a lottery run's sparsity per round and its rewind. Masks are
+arrays of 0/1 in the parameters' dtype (as the structural mask M); a prune never revives an entry.
 
-Counts are exact: a prune to sparsity s of n entries zeroes the ⌊s·n⌋ entries of smallest |w| (ties
-broken by position, first first), so a target is met to the entry, not approximately, also under vmap
-where s is traced. Ground floor: imports nothing of the package.
+Counts are exact: a prune to sparsity s of n entries leaves ⌊s·n⌋ of them 0 — those already 0 in the mask
+first, then the surviving entries of smallest score (ties broken by position, first first) — so a target
+is met to the entry, not approximately, also under vmap where s is traced. Ground floor: imports nothing
+of the package.
 """
 
 from __future__ import annotations
@@ -26,27 +27,26 @@ def ranks(scores: jax.Array) -> jax.Array:
 
 
 def count_at(sparsity, n) -> jax.Array:
-    """⌊s·n⌋ (s, and n, may be traced): how many of n entries a prune to sparsity s removes. 1e-9 is added
-    before the floor so that an s·n that is whole in exact arithmetic (0.3 · 10) is not one short."""
+    """⌊s·n⌋ (s, and n, may be traced): how many of n entries a prune to sparsity s leaves at 0. 1e-9 is
+    added before the floor so that an s·n that is whole in exact arithmetic (0.3 · 10) is not one short."""
     return jnp.floor(jnp.asarray(sparsity) * n + 1e-9).astype(jnp.int32)
 
 
 def smallest_mask(scores: jax.Array, k) -> jax.Array:
-    """0 where an entry is among the k smallest scores, 1 elsewhere (same shape and dtype as scores)."""
+    """0 where an entry is among the k smallest scores, 1 elsewhere (same shape as scores, float)."""
     keep = ranks(scores.ravel()) >= k
     return keep.reshape(scores.shape).astype(scores.dtype)
 
 
-def masks_of_scores(scores: Mapping[str, jax.Array], count, scope: str) -> dict[str, jax.Array]:
-    """0 for the smallest scores, 1 elsewhere: `count(n)` of each tensor's n (scope "tensor"), or of all
-    the tensors' entries together (scope "global"); each mask in its tensor's shape. `count` gets the
-    scores it ranks, so it may count what they say (a lottery round, its survivors)."""
+def masks_of_scores(scores: Mapping[str, jax.Array], sparsity, scope: str) -> dict[str, jax.Array]:
+    """0 for the ⌊s·n⌋ smallest scores of each tensor's n entries (scope "tensor") or of all the
+    tensors' entries together (scope "global"), 1 elsewhere; each mask in its tensor's shape."""
     if scope == "tensor":
-        return {t: smallest_mask(v, count(v)) for t, v in scores.items()}
+        return {t: smallest_mask(v, count_at(sparsity, v.size)) for t, v in scores.items()}
     if scope != "global":
         raise ValueError(f"scope must be tensor or global, not {scope!r}")
     flat = jnp.concatenate([v.ravel() for v in scores.values()])
-    keep = smallest_mask(flat, count(flat))
+    keep = smallest_mask(flat, count_at(sparsity, flat.size))
     masks, start = {}, 0
     for t, v in scores.items():
         masks[t] = keep[start:start + v.size].reshape(v.shape)
@@ -54,24 +54,34 @@ def masks_of_scores(scores: Mapping[str, jax.Array], count, scope: str) -> dict[
     return masks
 
 
-def magnitude_masks(params: Params, targets: Sequence[str], sparsity, scope: str = "tensor") -> dict[str, jax.Array]:
-    """Masks that zero, for each target (scope "tensor") or across all targets together (scope
-    "global"), the ⌊s·n⌋ entries of smallest |w|; entries already zero count among them (a masked or
-    pruned weight is a smallest one)."""
-    masks = masks_of_scores({t: jnp.abs(params[t]) for t in targets}, lambda v: count_at(sparsity, v.size), scope)
-    return {t: m.astype(params[t].dtype) for t, m in masks.items()}
+def prune_masks(scores: Mapping[str, jax.Array], masks: Mapping[str, jax.Array], sparsity,
+                scope: str = "tensor") -> dict[str, jax.Array]:
+    """The masks after a prune to sparsity s: ⌊s·n⌋ of the n entries 0 (per tensor, or of all the
+    targets together): the entries already 0 in `masks` count first (they rank below every score), then
+    the survivors of smallest score. A pruned entry stays pruned (where ⌊s·n⌋ is below the zeros already
+    there, nothing more is pruned)."""
+    ranked = {t: jnp.where(m > 0, scores[t], -jnp.inf) for t, m in masks.items()}
+    new = masks_of_scores(ranked, sparsity, scope)
+    return {t: (new[t] * m).astype(m.dtype) for t, m in masks.items()}
 
 
-def survivors_masks(params: Params, masks: Mapping[str, jax.Array], fraction, scope: str = "tensor") -> dict[str, jax.Array]:
-    """A lottery round: prune ⌊p·m⌋ of the m surviving entries (mask 1) with the smallest |w|, per tensor
-    or globally; pruned entries stay pruned. Returns the new masks."""
-    scores = {t: jnp.where(m > 0, jnp.abs(params[t]), -jnp.inf) for t, m in masks.items()}  # the pruned rank first
+def magnitude_scores(params: Params, targets: Sequence[str]) -> dict[str, jax.Array]:
+    """|w| of each target: magnitude pruning removes the smallest."""
+    return {t: jnp.abs(params[t]) for t in targets}
 
-    def count(v):  # the pruned ones, then ⌊p·m⌋ of the m survivors
-        alive = jnp.sum(jnp.isfinite(v))
-        return v.size - alive + count_at(fraction, alive)
 
-    return {t: m.astype(masks[t].dtype) for t, m in masks_of_scores(scores, count, scope).items()}
+def random_scores(key: jax.Array, params: Params, targets: Sequence[str]) -> dict[str, jax.Array]:
+    """Uniform noise in each target's shape: a prune by it removes entries at random, with the counts of
+    a magnitude prune of the same sparsity and scope (the random control)."""
+    keys = jax.random.split(key, len(targets))
+    return {t: jax.random.uniform(k, params[t].shape) for k, t in zip(keys, targets)}
+
+
+def magnitude_masks(params: Params, targets: Sequence[str], sparsity, scope: str = "tensor",
+                    masks: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
+    """prune_masks by |w| from `masks` (default all 1: an entry whose value is 0 still ranks smallest)."""
+    masks = {t: jnp.ones(params[t].shape, params[t].dtype) for t in targets} if masks is None else masks
+    return prune_masks(magnitude_scores(params, targets), masks, sparsity, scope)
 
 
 def polynomial_sparsity(step, initial, final, start, n_prunes: int, every: int) -> jax.Array:
@@ -81,14 +91,14 @@ def polynomial_sparsity(step, initial, final, start, n_prunes: int, every: int) 
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def random_masks(key: jax.Array, masks: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """The random control: each mask's entries in a random order, so each tensor keeps exactly its count
-    of zeros (its sparsity) at random positions."""
-    keys = jax.random.split(key, len(masks))
-    return {t: jax.random.permutation(k, m.ravel()).reshape(m.shape) for k, (t, m) in zip(keys, masks.items())}
+def lottery_sparsity(final, round_: int, rounds: int) -> jax.Array:
+    """The sparsity after round r of L of iterative magnitude pruning to a final sparsity s:
+    1 − (1 − s)^(r/L), i.e. each round prunes the fraction p = 1 − (1 − s)^(1/L) of the survivors
+    (Frankle & Carbin's p% per round) and round L reaches s."""
+    return 1.0 - (1.0 - jnp.asarray(final)) ** (round_ / rounds)
 
 
-def rewind(reference: Params, masks: Mapping[str, jax.Array], params: Params) -> dict[str, jax.Array]:
-    """A lottery ticket's rewind: the masked parameters back to `reference` (their initial values, or
-    those at an early step k) times their mask; the others as they are."""
-    return {name: reference[name] * masks[name] if name in masks else value for name, value in params.items()}
+def rewind(reference: Params, masks: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """A lottery ticket's rewind: every parameter back to `reference` (its initial value, or its value
+    at an early step k), the masked ones times their mask."""
+    return {name: value * masks[name] if name in masks else value for name, value in reference.items()}

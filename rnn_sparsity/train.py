@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .contracts import Model, Regularizer, Task
+from .contracts import Model, Pruner, Regularizer, Task
 from .optimizers import Objective, Stage
 
 RECORD_FIELDS = ("step", "loss", "task_loss", "reg_loss", "grad_norm")
@@ -54,6 +54,8 @@ class TrainState(NamedTuple):
     best_epoch_loss: jax.Array
     stale_epochs: jax.Array  # epochs since the epoch loss last fell
     stopped: jax.Array  # stopped early (patience exhausted)
+    pruning: Any  # the pruner's state (contracts.Pruner.init): {} for none
+    prune_key: jax.Array  # the pruner's randomness: fold_in(., 0) then the step for `act`, fold_in(., 1) for fresh draws
 
 
 def mean_squared_rate(rates: jax.Array, weights: jax.Array) -> jax.Array:
@@ -92,8 +94,14 @@ class Trainer:
 
     def __init__(self, model: Model, task: Task, regularizer: Regularizer, stages: list[Stage],
                  proximal: bool, chunk_steps: int, dtype, batch_size: int = 0, patience: int = 0,
-                 drop_last: bool = False, history: str = "steps", keep: str = "best"):
-        self.model, self.task, self.regularizer, self.stages = model, task, regularizer, stages
+                 drop_last: bool = False, history: str = "steps", keep: str = "best", pruner: Pruner = Pruner()):
+        self.model, self.task, self.regularizer, self.pruner = model, task, regularizer, pruner
+        # the pruner's blocks (trainings) each run the optimizer's stages; a reinit control's are named apart
+        self.base_stages, self.blocks = list(stages), tuple(pruner.blocks)
+        self.stages = [stage if kind != "reinit" else stage._replace(name=f"reinit/{stage.name}")
+                       for kind, _ in self.blocks for stage in stages]
+        # the parameters a mask may zero: the model's structurally masked ones and the pruner's targets
+        self.masked_names = tuple(dict.fromkeys([*model.masked, *pruner.targets]))
         self.proximal, self.chunk_steps, self.dtype = proximal, int(chunk_steps), dtype
         self.batch_size, self.patience = int(batch_size), int(patience)
         self.keep_last = keep == "last"  # minibatches: return the last epoch's params, not the best epoch's
@@ -207,7 +215,7 @@ class Trainer:
         return indices[:self.last_batch] if last else indices
 
     def objective(self, mask, hyper, batch=None, valid=None) -> Objective:
-        mask = mask if self.model.masked else {}  # a model without a structural mask: no multiplies by 1
+        mask = mask if self.masked_names else {}  # nothing masked nor pruned: no multiplies by 1
         return Objective(task=lambda p: self.fit_loss(p, mask, hyper, batch, valid),
                          penalty=lambda p: self.regularizer.penalty(p, hyper["regularizer"]),
                          prox=lambda p, eta: self.regularizer.prox(p, hyper["regularizer"], eta),
@@ -223,16 +231,66 @@ class Trainer:
             params = jax.tree.map(jnp.multiply, self.task.initial_params(key, hyper["task"], params), mask)
         loss = self.total_loss(params, mask, hyper)
         false, zero = jnp.array(False), jnp.array(0, jnp.int32)
+        prune_key = jax.random.fold_in(key, 2)
+        pruning = self.pruner.init(prune_key, params, {t: mask[t] for t in self.pruner.targets}, hyper["pruner"])
         return TrainState(params=params, opt_state=None, mask=mask, init_params=params, best_params=params,
                           best_loss=loss, init_loss=loss, step=zero, running=jnp.array(True),
                           diverged=false, diverged_step=zero - 1, data_key=jax.random.fold_in(key, 1),
                           epoch_loss=jnp.zeros_like(loss), best_epoch_loss=jnp.full_like(loss, jnp.inf),
-                          stale_epochs=zero, stopped=false)
+                          stale_epochs=zero, stopped=false, pruning=pruning, prune_key=prune_key)
+
+    # ------------------------------------------------------------------ pruning
+    @staticmethod
+    def _restart(s: TrainState, params, mask, pruning) -> TrainState:
+        """The state with new parameters and masks (params ⊙ M) and the best-so-far tracking started
+        afresh from them: what a run returns is then trained with these masks, never from before them."""
+        params = masked(params, mask)
+        return s._replace(params=params, mask=mask, pruning=pruning, best_params=params,
+                          best_loss=jnp.full_like(s.best_loss, jnp.inf), epoch_loss=jnp.zeros_like(s.epoch_loss),
+                          best_epoch_loss=jnp.full_like(s.best_epoch_loss, jnp.inf),
+                          stale_epochs=jnp.zeros_like(s.stale_epochs))
+
+    def _act(self, s: TrainState, hyper: dict, clock) -> TrainState:
+        """The pruner acts before step `clock` (pruner.due), on a running member only: new masks restart
+        the best tracking (`_restart`); a pruner that only takes note (a rewind point) changes its state."""
+        targets = self.pruner.targets
+        old = {t: s.mask[t] for t in targets}
+        key = jax.random.fold_in(jax.random.fold_in(s.prune_key, 0), clock)
+        new, pruning = self.pruner.act(clock, s.params, old, s.pruning, hyper["pruner"], key)
+        changed = jnp.any(jnp.stack([jnp.any(new[t] != old[t]) for t in targets]))
+        noted = s._replace(pruning=pruning)
+        pruned = self._restart(s, s.params, {**s.mask, **new}, pruning)
+        fields = ("params", "mask", "pruning", "best_params", "best_loss", "epoch_loss", "best_epoch_loss", "stale_epochs")
+        after = {f: _where(changed, getattr(pruned, f), getattr(noted, f)) for f in fields}
+        return s._replace(**{f: _where(s.running, after[f], getattr(s, f)) for f in fields})
+
+    def _begin_block(self, block: int, s: TrainState, hyper: dict) -> TrainState:
+        """Block b >= 1 of a retraining pruner (a lottery round or its control) starts from what the
+        pruner says (rewound or fresh parameters, its new masks), as a run of its own: best tracking,
+        early stopping and the epoch loss afresh."""
+        targets = self.pruner.targets
+        fresh_key = jax.random.fold_in(s.prune_key, 1)
+
+        def fresh(i: int):
+            return self.model.init(jax.random.fold_in(fresh_key, i), hyper["model"])[0]
+
+        params, new, pruning = self.pruner.begin(block, s.best_params, s.init_params, {t: s.mask[t] for t in targets},
+                                                 s.pruning, hyper["pruner"], fresh)
+        s = self._restart(s, params, {**s.mask, **new}, pruning)
+        return s._replace(stopped=jnp.zeros_like(s.stopped))
+
+    def block_of(self, index: int) -> tuple[int, str, int]:
+        """(block, kind, round) of stage `index`."""
+        block = index // len(self.base_stages)
+        return (block, *self.blocks[block])
 
     def begin_stage(self, index: int, state: TrainState, hyper: dict) -> TrainState:
         """Start stage `index` from the best parameters so far; it runs only where its `runs` says (the
         optimizer's rule, e.g. L-BFGS after Adam only while the best loss is above a threshold)."""
         stage = self.stages[index]
+        block = index // len(self.base_stages)
+        if block and index % len(self.base_stages) == 0:
+            state = self._begin_block(block, state, hyper)
         objective = self.objective(state.mask, hyper)
         needed = jnp.array(True) if stage.runs is None else stage.runs(state.best_loss, hyper["optimizer"])
         return state._replace(params=state.best_params,
@@ -259,6 +317,8 @@ class Trainer:
         def one_step(carry, i):
             s, epoch = carry
             clock = start + i
+            if self.pruner.due is not None:  # the schedule's clock is unbatched: a real conditional under vmap
+                s = jax.lax.cond(self.pruner.due(clock), lambda s: self._act(s, hyper, clock), lambda s: s, s)
             if self.batch_size:
                 epoch = jax.lax.cond((i > 0) & (clock % spe == 0),
                                      lambda: self.epoch_data(hyper["data"], s.data_key, clock // spe), lambda: epoch)
@@ -341,8 +401,9 @@ class Trainer:
         return sum(stage.steps for stage in self.stages)
 
 
-def records_to_rows(records: dict, stage: str, every: int = 1) -> dict[str, np.ndarray]:
-    """Host-side: the valid steps of one chunk's records as NumPy columns, one row per step; with
+def records_to_rows(records: dict, stage: str, every: int = 1, round_: int = 0) -> dict[str, np.ndarray]:
+    """Host-side: the valid steps of one chunk's records of a stage (of the pruner's round `round_`) as
+    NumPy columns, one row per step; with
     every > 1 (analysis.history=epochs: every = steps per epoch) one row per epoch of the chunk, its step
     the epoch's last, its losses and gradient norm the means over the epoch's steps. `n_steps` counts the
     steps a row stands for."""
@@ -359,6 +420,7 @@ def records_to_rows(records: dict, stage: str, every: int = 1) -> dict[str, np.n
     else:
         rows["n_steps"] = np.ones(len(rows["step"]), np.int64)
     rows["stage"] = np.full(len(rows["step"]), stage)
+    rows["round"] = np.full(len(rows["step"]), round_, np.int64)
     return rows
 
 
@@ -367,7 +429,7 @@ def steps_in(rows) -> int:
     return int(sum(np.sum(r["n_steps"]) if "n_steps" in r else len(r["step"]) for r in rows))
 
 
-TRAINER_GROUPS = ("model", "task", "regularizer", "optimizer")  # the groups a Trainer is built from
+TRAINER_GROUPS = ("model", "task", "regularizer", "optimizer", "pruner")  # the groups a Trainer is built from
 
 
 def trainer_options(parts) -> dict[str, Any]:
@@ -403,6 +465,9 @@ def make_trainer(parts, dtype) -> Trainer:
     neutral = {group: {k: 0.0 for k in part.traced} for group, part in parts._asdict().items()}
     shapes = jax.eval_shape(lambda k: model.init(k, neutral["model"])[0], jax.random.key(0))  # no traced value sets a shape
     param_shapes = {k: v.shape for k, v in shapes.items()}
-    regularizer = parts.regularizer.build(param_shapes, model.weight_names(param_shapes))
+    weights = model.weight_names(param_shapes)
+    regularizer = parts.regularizer.build(param_shapes, weights)
+    pruner = parts.pruner.build(param_shapes, weights)
     options = trainer_options(parts)
-    return Trainer(model, task, regularizer, parts.optimizer.stages(options["proximal"]), dtype=dtype, **options)
+    return Trainer(model, task, regularizer, parts.optimizer.stages(options["proximal"]), dtype=dtype,
+                   pruner=pruner, **options)

@@ -12,7 +12,7 @@ import rnn_sparsity
 from rnn_sparsity.config import ConfigError, validate
 
 CONF = Path(rnn_sparsity.__file__).parent / "conf"
-GROUPS = ["model", "task", "regularizer", "optimizer", "analysis"]
+GROUPS = ["model", "task", "regularizer", "optimizer", "pruner", "analysis"]
 
 
 def group_options():
@@ -25,6 +25,7 @@ COMPANIONS = {("model", "mlp"): ["task=teacher_student"], ("model", "cnn"): ["ta
               ("model", "flax"): ["task=teacher_student", "model.module._target_=flax.linen.Dense", "+model.module.features=1"], ("task", "fast_decay"): ["model=lowrank_linear"],
               ("task", "iris"): ["model=mlp", "model.sizes=[4,64,64,3]", "model.output_activation=linear"],
               ("task", "teacher_student"): ["model=mlp"],
+              ("task", "digits"): ["model=mlp", "model.sizes=[64,32,10]", "model.output_activation=linear"],
               ("task", "mlp_teacher"): ["model=mlp", "model.sizes=[2,25,25,1]", "model.activation=tanh",
                                         "model.bias=true", "model.output_activation=linear"]}
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_sparsity.pruning import (magnitude_masks, polynomial_sparsity, random_masks, rewind, survivors_masks)
+from rnn_sparsity.pruning import (lottery_sparsity, magnitude_masks, magnitude_scores, polynomial_sparsity,
+                                  prune_masks, random_scores, rewind)
 
 
 def weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,48 +74,64 @@ def test_the_gradual_schedule_is_zhu_and_gupta_s_formula_at_every_pruning_step()
     assert steps[1] - steps[0] > steps[-1] - steps[-2]
 
 
-def test_the_random_control_keeps_each_tensors_count_at_other_positions():
+@pytest.mark.parametrize("scope", ["tensor", "global"])
+def test_the_random_control_has_the_counts_of_a_magnitude_prune_at_other_positions(scope):
     params = weights(4)
-    masks = magnitude_masks(params, ["J", "w"], 0.7)
-    control = random_masks(jax.random.key(0), masks)
-    for t in masks:
-        assert int(np.sum(np.asarray(control[t]) == 0)) == int(np.sum(np.asarray(masks[t]) == 0))
+    masks = magnitude_masks(params, ["J", "w"], 0.7, scope=scope)
+    ones = {t: jnp.ones(params[t].shape, params[t].dtype) for t in ["J", "w"]}
+    control = prune_masks(random_scores(jax.random.key(0), params, ["J", "w"]), ones, 0.7, scope=scope)
+    if scope == "tensor":
+        for t in masks:
+            assert int(np.sum(np.asarray(control[t]) == 0)) == int(np.sum(np.asarray(masks[t]) == 0)) == int(np.floor(0.7 * params[t].size))
+    else:
+        assert sum(int(np.sum(np.asarray(control[t]) == 0)) for t in masks) == int(np.floor(0.7 * 151))
     assert not np.array_equal(control["J"], masks["J"])
-    again = random_masks(jax.random.key(1), masks)
+    again = prune_masks(random_scores(jax.random.key(1), params, ["J", "w"]), ones, 0.7, scope=scope)
     assert not np.array_equal(again["J"], control["J"])
 
 
 @pytest.mark.parametrize("scope", ["tensor", "global"])
-def test_a_lottery_round_prunes_a_fraction_of_the_survivors_and_no_pruned_entry_returns(scope):
+def test_a_prune_from_masks_removes_the_smallest_survivors_up_to_the_count_and_revives_none(scope):
     params = weights(5)
     masks = magnitude_masks(params, ["J", "w"], 0.5, scope=scope)
     trained = {t: v * 3.0 + 1.0 for t, v in weights(6).items()}  # other magnitudes after training
-    new = survivors_masks(trained, masks, 0.2, scope=scope)
+    new = prune_masks(magnitude_scores(trained, ["J", "w"]), masks, 0.6, scope=scope)
     for t in masks:
         assert np.all(np.asarray(new[t])[np.asarray(masks[t]) == 0] == 0)  # pruned stays pruned
     alive = {t: np.asarray(masks[t]) > 0 for t in masks}
     if scope == "tensor":
         for t in masks:
-            m = int(alive[t].sum())
+            n = trained[t].size
             dropped = set(np.flatnonzero(alive[t].ravel() & (np.asarray(new[t]).ravel() == 0)).tolist())
             survivors = np.flatnonzero(alive[t].ravel())
             order = survivors[np.argsort(np.abs(trained[t].ravel()[survivors]), kind="stable")]
-            assert dropped == set(order[:int(np.floor(0.2 * m))].tolist())
+            assert dropped == set(order[:int(np.floor(0.6 * n)) - int(np.floor(0.5 * n))].tolist())
     else:
-        m = sum(int(a.sum()) for a in alive.values())
-        dropped = sum(int((alive[t] & (np.asarray(new[t]) == 0)).sum()) for t in masks)
-        assert dropped == int(np.floor(0.2 * m))
+        n = sum(v.size for v in trained.values())
+        assert sum(int(np.sum(np.asarray(new[t]) == 0)) for t in masks) == int(np.floor(0.6 * n))
         biggest_dropped = max(float(np.abs(trained[t])[alive[t] & (np.asarray(new[t]) == 0)].max(initial=0)) for t in masks)
         smallest_kept = min(float(np.abs(trained[t])[np.asarray(new[t]) > 0].min()) for t in masks)
         assert biggest_dropped <= smallest_kept
+    fewer = prune_masks(magnitude_scores(trained, ["J", "w"]), masks, 0.2, scope=scope)  # below the zeros there
+    for t in masks:
+        np.testing.assert_array_equal(fewer[t], masks[t])
 
 
-def test_a_rewind_restores_the_reference_of_every_survivor_and_zero_elsewhere():
+def test_lottery_rounds_prune_a_fixed_fraction_of_the_survivors_and_end_at_the_target():
+    s, rounds = 0.9, 4
+    levels = [float(lottery_sparsity(s, r, rounds)) for r in range(rounds + 1)]
+    assert levels[0] == 0.0 and levels[-1] == pytest.approx(s)
+    p = 1 - (1 - s) ** (1 / rounds)
+    for before, after in zip(levels, levels[1:]):
+        assert (after - before) / (1 - before) == pytest.approx(p)  # p of the survivors each round
+
+
+def test_a_rewind_restores_the_reference_of_every_parameter_and_zero_where_pruned():
     init, trained = weights(7), {t: v + 5.0 for t, v in weights(8).items()}
     masks = magnitude_masks(trained, ["J"], 0.6)
-    back = rewind(init, masks, {**trained, "b": np.ones(3, np.float32)})
+    back = rewind({**init, "b": np.ones(3, np.float32)}, masks)
     kept = np.asarray(masks["J"]) > 0
     np.testing.assert_array_equal(np.asarray(back["J"])[kept], init["J"][kept])
     assert np.all(np.asarray(back["J"])[~kept] == 0)
-    np.testing.assert_array_equal(back["w"], trained["w"])  # not a pruning target: as it was
+    np.testing.assert_array_equal(back["w"], init["w"])  # not pruned, still rewound (Frankle & Carbin reset all)
     np.testing.assert_array_equal(back["b"], np.ones(3))

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..components import ConfigError, RegularizerComponent, check, non_negative, one_of
+from ..components import RegularizerComponent, check, non_negative, one_of, parameter_targets
 
 
 @dataclass
@@ -50,17 +50,7 @@ class Penalty(RegularizerComponent):
     def known_targets(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...]) -> tuple[str, ...]:
         """`regularizer.targets`, or the model's `weights` where it is null; a name that is not a parameter
         of the model is refused, the message listing those that are."""
-        named = self.group_cfg.targets
-        if named is None:
-            check(len(weights) > 0, "regularizer.targets", None, "null targets the model's weights and this "
-                  f"model declares none: name some of its parameters: {', '.join(param_shapes)}")
-            return tuple(weights)
-        targets = tuple(named)
-        unknown = [t for t in targets if t not in param_shapes]
-        if unknown:
-            raise ConfigError("regularizer.targets", list(targets),
-                              f"names must be parameters of the model: {', '.join(param_shapes)}")
-        return targets
+        return parameter_targets("regularizer.targets", self.group_cfg.targets, param_shapes, weights)
 
     @staticmethod
     def entries(param_shapes, targets) -> int:
