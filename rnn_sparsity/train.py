@@ -309,7 +309,6 @@ class Trainer:
         come with single-stage optimizers). Being the same for all members, it lets the scan draw an
         epoch's permutation under a real conditional, once per epoch, also in a vmapped batch."""
         stage = self.stages[index]
-        full_batch = self.objective(state.mask, hyper)
         limit = jnp.inf if stage.loss_limit is None else stage.loss_limit(hyper["optimizer"], state.init_loss)
         tol = hyper["optimizer"][stage.gradient_tol] if stage.gradient_tol else 0.0  # the stage stops at ‖∇f‖ <= tol
         spe = self.steps_per_epoch
@@ -324,7 +323,7 @@ class Trainer:
                                      lambda: self.epoch_data(hyper["data"], s.data_key, clock // spe), lambda: epoch)
                 objective = self.objective(s.mask, hyper, *self.batch_at(epoch, clock % spe))
             else:
-                objective = full_batch
+                objective = self.objective(s.mask, hyper)  # the step's masks: a prune may have changed them
             params, opt_state, loss, task, reg, gnorm = stage.step(s.params, s.opt_state, hyper["optimizer"], objective)
             finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & (loss <= limit)
             ok = s.running & finite
