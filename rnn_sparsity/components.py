@@ -83,6 +83,7 @@ class Component:
     """Base of every component; `cfg` is the root config, `self.group_cfg` its own group's node."""
 
     group: ClassVar[str] = ""
+    absent: ClassVar[str | None] = None  # the `_target_` of a config that lacks the group (None: it is required)
     Config: ClassVar[type | None] = None
     traced: ClassVar[tuple[str, ...]] = ()
     summary_metrics: ClassVar[tuple[str, ...]] = ()  # metrics summary.csv gives mean/std/n of
@@ -209,6 +210,8 @@ class OptimizerComponent(Component):
 
 class PrunerComponent(Component):
     group = "pruner"
+    # what a config without a pruner group (a run recorded before the group existed) ran: no pruning
+    absent: ClassVar[str | None] = "rnn_sparsity.pruners.schedule.NoPruner"
 
     def build(self, param_shapes: dict[str, tuple[int, ...]], weights: tuple[str, ...] = ()):
         """contracts.Pruner for a model whose parameters have these shapes and whose weights are `weights`
@@ -219,6 +222,14 @@ class PrunerComponent(Component):
         """How this run makes its network sparse, for a comparison across methods (the aggregator's
         matched-sparsity figure): the pruner's name; `none` defers to the regularizer."""
         return str(self.group_cfg.name)
+
+    @classmethod
+    def sweep_outputs(cls, runs, keys, out) -> list:
+        """The methods compared at matched sparsity (plots/pruning.py), drawn once for all the runs: by
+        the first of the runs' pruner classes (each inherits this, and the aggregator calls each)."""
+        from .plots.pruning import drawing_class, sweep_outputs
+
+        return sweep_outputs(runs, keys, out) if drawing_class(runs) in (cls, None) else []
 
 
 class AnalysisComponent(Component):
@@ -304,6 +315,10 @@ def resolve(cfg: DictConfig) -> Parts:
     parts = {}
     for group in GROUPS:
         node = cfg.get(group)
+        if node is None and BASES[group].absent is not None:  # a group newer than the config's record
+            with open_dict(cfg):
+                cfg[group] = {"_target_": BASES[group].absent}
+            node = cfg[group]
         if node is None:
             raise ConfigError(group, None, f"a run needs a {group} group")
         cls = component_class(group, node.get("_target_"))

@@ -37,7 +37,8 @@ def test_every_group_option_composes_and_validates(group, option):
     validate(cfg)
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "sweeps").glob("*.yaml")))
+@pytest.mark.parametrize("preset", sorted(p.relative_to(CONF / "sweeps").with_suffix("").as_posix()
+                                           for p in (CONF / "sweeps").rglob("*.yaml")))  # a study's arms: sweeps=<study>/<arm>
 def test_every_sweep_preset_composes_with_a_grid(preset):
     from hydra import compose, initialize_config_module
 

@@ -70,7 +70,7 @@ def test_a_magnitude_prune_zeroes_the_floor_s_n_smallest_weights_of_its_step_and
 def test_the_gradual_schedule_reaches_zhu_and_gupta_s_sparsity_at_every_pruning_step():
     s_i, s_f, t0, every, n = 0.1, 0.8, 0, 20, 2  # prunes before steps 0, 20 and 40 (each a chunk's first)
     _, _, states, initial = chunk_states("pruner=gradual", f"pruner.initial_sparsity={s_i}",
-                                         f"pruner.final_sparsity={s_f}", f"pruner.start={t0}",
+                                         f"pruner.sparsity={s_f}", f"pruner.start={t0}",
                                          f"pruner.every={every}", f"pruner.prunes={n}")
     seen = [initial] + [state for _, _, state in states]
     for j in range(n + 1):
@@ -148,7 +148,7 @@ def test_a_lottery_run_records_every_round_and_its_control(tmp_path):
 
 
 @pytest.mark.parametrize("pruner,n", [(LOTTERY, 7), (["precision=float64", "pruner=gradual", "pruner.every=20",
-                                                    "pruner.prunes=2", "pruner.final_sparsity=0.8"], 2)])
+                                                    "pruner.prunes=2", "pruner.sparsity=0.8"], 2)])
 def test_masks_survive_a_checkpoint_a_run_killed_mid_round_ends_as_an_uninterrupted_one(tmp_path, stop_after, pruner, n):
     """The lottery run killed after its 7th chunk (control 1's L-BFGS... mid-way through its second
     training), the gradual one after its second prune: each resumes and writes what a whole run writes."""

@@ -262,7 +262,7 @@ def test_another_hydra_app_is_told_in_one_line(hydra_sweep_runner, tmp_path, lau
             pass
     message = str(refused.value)
     assert message == (f"hydra/launcher={launcher} runs rnn-sparsity experiments only: this app's config has no "
-                       "model, task, regularizer, optimizer, analysis "
+                       "model, task, regularizer, optimizer, pruner, analysis "
                        "(choose another launcher, e.g. hydra/launcher=basic)")
     assert not (tmp_path / "sweep" / "0").exists()
 
@@ -277,7 +277,7 @@ def test_another_hydra_apps_command_line_gets_the_one_line(tmp_path):
     assert proc.returncode == 1
     assert [line for line in proc.stderr.splitlines() if line] == [
         "hydra/launcher=vmap runs rnn-sparsity experiments only: this app's config has no model, task, "
-        "regularizer, optimizer, analysis (choose another launcher, e.g. hydra/launcher=basic)",
+        "regularizer, optimizer, pruner, analysis (choose another launcher, e.g. hydra/launcher=basic)",
         "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."]
 
 

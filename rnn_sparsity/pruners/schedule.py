@@ -101,7 +101,7 @@ class GradualConfig(PrunerConfig):
     _target_: str = "rnn_sparsity.pruners.schedule.Gradual"
     name: str = "gradual"
     initial_sparsity: float = 0.0  # s_i (traced): the first prune's target, at t0
-    final_sparsity: float = 0.9  # s_f (traced): the last prune's, at t0 + nΔt
+    sparsity: float = 0.9  # s_f (traced): the last prune's target, at t0 + nΔt: the sparsity the run ends at
     start: int = 0  # t0: the step of the first prune
     every: int = 50  # Δt: steps between prunes
     prunes: int = 10  # n: prunes after the first (n + 1 in all)
@@ -112,13 +112,13 @@ class Gradual(Pruning):
     t = t0 + jΔt, j = 0..n, each prune removing the smallest |w| of the survivors up to s_t."""
 
     Config = GradualConfig
-    traced = ("initial_sparsity", "final_sparsity")
+    traced = ("initial_sparsity", "sparsity")
 
     def check(self, parts) -> None:
         super().check(parts)
         cfg = self.group_cfg
         check(0.0 <= cfg.initial_sparsity < 1.0, "pruner.initial_sparsity", cfg.initial_sparsity, SPARSITY_RANGE)
-        check(cfg.initial_sparsity <= cfg.final_sparsity < 1.0, "pruner.final_sparsity", cfg.final_sparsity,
+        check(cfg.initial_sparsity <= cfg.sparsity < 1.0, "pruner.sparsity", cfg.sparsity,
               f"must satisfy initial_sparsity ({cfg.initial_sparsity}) <= s_f < 1")
         check(cfg.every >= 1, "pruner.every", cfg.every, "must be >= 1")
         check(cfg.prunes >= 1, "pruner.prunes", cfg.prunes, "must be >= 1")
@@ -135,6 +135,6 @@ class Gradual(Pruning):
             return (clock >= t0) & (clock <= t0 + n * every) & ((clock - t0) % every == 0)
 
         def sparsity_at(hyper, clock):
-            return polynomial_sparsity(clock, hyper["initial_sparsity"], hyper["final_sparsity"], t0, n, every)
+            return polynomial_sparsity(clock, hyper["initial_sparsity"], hyper["sparsity"], t0, n, every)
 
         return scheduled(self.targets(param_shapes, weights), self.group_cfg.scope, due, sparsity_at, "magnitude")
