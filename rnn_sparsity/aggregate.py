@@ -74,6 +74,7 @@ import tempfile
 import time
 from collections import Counter
 from contextlib import contextmanager, suppress
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -102,7 +103,7 @@ LEADING_KEYS = ("regularizer.strength", "model.sparsity")  # λ and s, the tool'
 TARGET = "._target_"  # `<group>._target_` names a run's component class: the group's name says the same
 # what every run reports (experiment.evaluate), first in figures and summaries; components add theirs
 RUN_PLOTTED = ("final_loss", "task_loss", "reg_loss", "sparsity", "near_zero_fraction")
-RUN_UNPLOTTED = ("wall_s", "steps", "epochs", "initial_loss", "diverged_step", "activity_loss")  # activity_loss = κ · activity
+RUN_UNPLOTTED = ("wall_s", "steps", "epochs", "initial_loss", "diverged_step", "activity_loss", "device_count")  # activity_loss = κ · activity
 RUN_SUMMARY = ("final_loss", "test_loss", "sparsity")
 GROUPS = ("model", "task", "regularizer", "optimizer", "pruner", "analysis")
 PROG = "rnn-sparsity-aggregate"
@@ -414,10 +415,11 @@ def metric_columns(runs: pd.DataFrame, components: Sequence[type] = ()) -> list[
     Metric keys are flat names; config columns are dotted or named in the overrides (`seed`).
     """
     runs = sound(runs)
-    unplotted = (*RUN_UNPLOTTED, *declared(components, "unplotted_metrics"))
-    excluded = set(BOOKKEEPING + NON_RESULT_KEYS + unplotted) | override_keys(runs)
+    unplotted = (*RUN_UNPLOTTED, *declared(components, "unplotted_metrics"))  # names, or patterns (round*_*)
+    excluded = set(BOOKKEEPING + NON_RESULT_KEYS) | override_keys(runs)
     numeric = {column for column in runs
-               if "." not in column and column not in excluded and not same_as_global(runs, column)
+               if "." not in column and column not in excluded and not any(fnmatch(column, u) for u in unplotted)
+               and not same_as_global(runs, column)
                and is_numeric_dtype(runs[column]) and not is_bool_dtype(runs[column])}
     standard = [metric for metric in (*RUN_PLOTTED, *declared(components, "summary_metrics")) if metric in numeric]
     return list(dict.fromkeys(standard)) + sorted(numeric - set(standard))
@@ -527,6 +529,18 @@ def storable(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(**{column: runs[column].map(lambda v: v if pd.isna(v) else str(v)) for column in mixed})
 
 
+def distinct_outputs(components: Sequence[type]) -> list[type]:
+    """The components whose sweep_outputs are their own: of classes that inherit one implementation (the
+    built-in pruners share the matched-sparsity comparison), the first alone, so it is drawn once."""
+    seen, out = set(), []
+    for cls in components:
+        implementation = getattr(cls.sweep_outputs, "__func__", cls.sweep_outputs)
+        if implementation not in seen:
+            seen.add(implementation)
+            out.append(cls)
+    return out
+
+
 def write_component_outputs(components: Sequence[type], runs: pd.DataFrame, keys: Sequence[str],
                             out: Path) -> list[Path]:
     """Each component's sweep outputs (`sweep_outputs(runs, keys, folder)`), written into a private
@@ -538,7 +552,7 @@ def write_component_outputs(components: Sequence[type], runs: pd.DataFrame, keys
     try:
         listed = []
         with writing(out):  # a component's own writes meet a full disk as ours do
-            for cls in components:
+            for cls in distinct_outputs(components):
                 listed += [Path(path) for path in cls.sweep_outputs(runs, keys, staging)]
         moved = []
         for staged in sorted(path for path in staging.rglob("*") if path.is_file()):

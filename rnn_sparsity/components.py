@@ -87,7 +87,7 @@ class Component:
     Config: ClassVar[type | None] = None
     traced: ClassVar[tuple[str, ...]] = ()
     summary_metrics: ClassVar[tuple[str, ...]] = ()  # metrics summary.csv gives mean/std/n of
-    unplotted_metrics: ClassVar[tuple[str, ...]] = ()  # numeric metrics not worth a figure
+    unplotted_metrics: ClassVar[tuple[str, ...]] = ()  # numeric metrics not worth a figure (names or fnmatch patterns)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -222,14 +222,6 @@ class PrunerComponent(Component):
         """How this run makes its network sparse, for a comparison across methods (the aggregator's
         matched-sparsity figure): the pruner's name; `none` defers to the regularizer."""
         return str(self.group_cfg.name)
-
-    @classmethod
-    def sweep_outputs(cls, runs, keys, out) -> list:
-        """The methods compared at matched sparsity (plots/pruning.py), drawn once for all the runs: by
-        the first of the runs' pruner classes (each inherits this, and the aggregator calls each)."""
-        from .plots.pruning import drawing_class, sweep_outputs
-
-        return sweep_outputs(runs, keys, out) if drawing_class(runs) in (cls, None) else []
 
 
 class AnalysisComponent(Component):

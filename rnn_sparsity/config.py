@@ -100,7 +100,7 @@ def _validate_scalars(cfg: DictConfig) -> None:
 def objective_metrics(parts: Parts) -> list[str]:
     """The metrics `objective.metric` may name: those every run reports (artifacts.RUN_METRICS) and
     those the run's components declare (summary_metrics, unplotted_metrics)."""
-    declared = (name for part in parts for name in (*part.summary_metrics, *part.unplotted_metrics))
+    declared = (name for part in parts for name in (*part.summary_metrics, *part.unplotted_metrics) if "*" not in name)
     return list(dict.fromkeys((*artifacts.RUN_METRICS, *declared)))
 
 

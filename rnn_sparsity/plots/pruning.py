@@ -1,5 +1,6 @@
-"""Sparsification methods compared at matched sparsity: the pruner group's sweep outputs
-(components.PrunerComponent.sweep_outputs), drawn from the runs table and the run directories.
+"""Sparsification methods compared at matched sparsity: the pruner group's sweep outputs (its components'
+pruners.Pruners.sweep_outputs, which the aggregator calls once for all the runs), from the runs table and
+the run directories.
 
 A run's `method` (metrics.json) is its pruner's name, or, where no pruner prunes, its regularizer's: the
 methods are compared at their *achieved* sparsity (`sparsity`: the fraction of the targeted weights with
@@ -9,7 +10,9 @@ out of that metric's panel; a figure with nothing to draw is not written.
   matched_sparsity.csv, figures/matched_sparsity.png
       where the runs hold more than one method or a pruner that prunes: per method and swept values (seeds
       averaged) the runs, the mean and sd of the achieved sparsity and of each compared metric (COMPARED);
-      one panel per metric against the achieved sparsity, one line per method, mean ± 1 sd over seeds
+      one panel per metric against the achieved sparsity, one line per method, mean ± 1 sd over seeds;
+      x is the sparsity, or once a sweep reaches LOG_REMAINING_FROM the remaining fraction 1 − s on a log
+      scale decreasing to the right
   lottery_rounds.csv, figures/lottery_rounds.png
       where a run trained several times (a lottery run's round<r>_* and reinit<r>_* metrics): one row per
       run, training and kind ("ticket": round r, "reinit": its random re-initialisation control); test
@@ -25,18 +28,18 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from pandas.api.types import is_bool_dtype
 
 from rnn_sparsity.artifacts import FIGURES, atomic_path
-from rnn_sparsity.plots.common import SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits, step_norm
+from rnn_sparsity.plots.common import SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits
 from rnn_sparsity.plots.sweep import PANEL_COLUMNS, format_value
 
 METHOD, SPARSITY, MASK_SPARSITY = "method", "sparsity", "mask_sparsity"
@@ -44,7 +47,7 @@ METHOD, SPARSITY, MASK_SPARSITY = "method", "sparsity", "mask_sparsity"
 # frequencies, J's spectral radius and (analysis=dynamics) the fixed points and their unstable eigenvalues
 COMPARED = ("task_loss", "test_accuracy", "test_loss", "freq_error", "fp_freq_error", "spectral_radius",
             "n_fixed_points", "n_unstable_fixed_points", "max_unstable_eigs", "mean_unstable_eigs")
-LOG_REMAINING_FROM = 0.9  # a sweep that reaches this sparsity is drawn against log(1 − s), as pruning papers do
+LOG_REMAINING_FROM = 0.95  # a sweep that reaches this sparsity is drawn against log(1 − s), as pruning papers do
 MATCH_WITHIN = 0.05  # a method reaches a sparsity where one of its runs is this close to it
 TRAINING = re.compile(r"^(round|reinit)(\d+)_(.+)$")  # experiment.block_metrics' <kind><r>_<metric>
 KINDS = {"round": "ticket", "reinit": "reinit"}
@@ -61,10 +64,15 @@ def numeric(column: pd.Series) -> pd.Series:
     return pd.Series(np.nan, index=column.index) if is_bool_dtype(column) else pd.to_numeric(column, errors="coerce")
 
 
-def method_colors(methods) -> dict[str, tuple]:
-    """One colour per method, the same in every figure of a sweep (methods sorted)."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_styles(methods) -> dict[str, dict]:
+    """One colour and marker per method, the same in every figure of a sweep (methods sorted): methods
+    that coincide (every pruner at its exact sparsity) stay apart."""
     palette = plt.get_cmap("tab10").colors
-    return {method: palette[i % len(palette)] for i, method in enumerate(sorted(set(methods)))}
+    return {method: dict(color=palette[i % len(palette)], marker=MARKERS[i % len(MARKERS)])
+            for i, method in enumerate(sorted(set(methods)))}
 
 
 def write_table(table: pd.DataFrame, path: Path) -> Path:
@@ -74,12 +82,21 @@ def write_table(table: pd.DataFrame, path: Path) -> Path:
     return Path(path)
 
 
+def remaining_ticks(remaining: np.ndarray) -> np.ndarray:
+    """The fractions drawn where they are few and apart (a lottery run's rounds), else 1, 0.5, 0.2, 0.1, ...
+    within their range."""
+    drawn = np.unique(np.round(remaining[remaining > 0], 3))
+    if len(drawn) <= 8 and (len(drawn) < 2 or np.min(drawn[1:] / drawn[:-1]) >= 1.25):
+        return drawn
+    nice = np.array([m * 10.0 ** e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0 ** e <= 1])
+    return nice[(nice >= drawn.min() / 1.3) & (nice <= drawn.max() * 1.01)]  # the next tick below the sparsest too
+
+
 def remaining_axis(ax: plt.Axes, remaining: np.ndarray) -> None:
-    """x is the remaining fraction 1 − s on a log scale, decreasing to the right (sparser to the right),
-    ticked at the fractions drawn."""
+    """x is the remaining fraction 1 − s on a log scale, decreasing to the right (sparser to the right)."""
     ax.set_xscale("log")
-    ticks = np.unique(np.round(remaining[remaining > 0], 3))
-    if len(ticks) <= 8:
+    ticks = remaining_ticks(np.asarray(remaining, float))
+    if len(ticks):
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
     ax.invert_xaxis()
@@ -88,10 +105,10 @@ def remaining_axis(ax: plt.Axes, remaining: np.ndarray) -> None:
 
 def band(ax: plt.Axes, x, mean, sd, color, **line) -> None:
     """A mean line with markers and a ±1 sd band (no band where sd is missing: a single run)."""
-    order = np.argsort(x)
+    order = np.argsort(np.asarray(x))
     x, mean, sd = np.asarray(x)[order], np.asarray(mean)[order], np.nan_to_num(np.asarray(sd)[order])
-    ax.plot(x, mean, marker="o", ms=4, color=color, **line)
-    ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.18, linewidths=0)
+    ax.plot(x, mean, ms=5, color=color, alpha=0.9, **line)
+    ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.15, linewidths=0)
 
 
 # ------------------------------------------------------------------------------- matched sparsity
@@ -146,14 +163,15 @@ def matched_figure(table: pd.DataFrame) -> Figure | None:
         return None
     n_cols = min(3, len(metrics))
     n_rows = math.ceil(len(metrics) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained", figsize=(4.4 * n_cols, 3.4 * n_rows + 0.6))
-    log_x, colors = log_remaining(table), method_colors(table[METHOD])
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained",
+                             figsize=(4.4 * n_cols, 3.4 * n_rows + 0.6))
+    log_x, styles = log_remaining(table), method_styles(table[METHOD])
     x = 1 - table[f"mean_{SPARSITY}"] if log_x else table[f"mean_{SPARSITY}"]
     for ax, metric in zip(axes.flat, metrics):
         for method, rows in table.groupby(METHOD):
             rows = rows[rows[f"mean_{metric}"].notna()]
             if not rows.empty:
-                band(ax, x[rows.index], rows[f"mean_{metric}"], rows[f"sd_{metric}"], colors[method], label=method)
+                band(ax, x[rows.index], rows[f"mean_{metric}"], rows[f"sd_{metric}"], label=method, **styles[method])
         if log_x:
             remaining_axis(ax, x.to_numpy())
         else:
@@ -163,7 +181,7 @@ def matched_figure(table: pd.DataFrame) -> Figure | None:
         ax.set_title(metric, fontsize=10)
     for ax in axes.flat[len(metrics):]:
         ax.set_axis_off()
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(6, len(colors)),
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(6, len(styles)),
                fontsize=8, title=f"method ({BAND})", title_fontsize=8)
     fig.suptitle("Methods at matched sparsity: metrics against the achieved sparsity "
                  f"(points: runs of the same swept values; mean, {BAND})", fontsize=10)
@@ -196,7 +214,7 @@ def rounds_table(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame | None
                     .assign(round=r, kind=kind))
     if not rows or all(part.empty for part in rows):
         return None
-    table = pd.concat([part for part in rows if not part.empty], ignore_index=True)
+    table = pd.concat([part for part in rows if not part.empty], ignore_index=True).dropna(axis=1, how="all")
     if MASK_SPARSITY in table:
         table["remaining"] = 1 - table[MASK_SPARSITY]
     front = [c for c in (*context, "round", "kind", "remaining") if c in table]
@@ -220,13 +238,14 @@ def rounds_figure(table: pd.DataFrame) -> Figure | None:
     if data.empty:
         return None
     fig, ax = plt.subplots(figsize=(7.2, 4.6), layout="constrained")
-    colors = method_colors(data[METHOD].fillna(""))
+    styles = method_styles(data[METHOD].fillna(""))
     for (method, kind), rows in data.groupby([data[METHOD].fillna(""), "kind"]):
         points = rows.groupby("at")[metric].agg(["mean", "std"])
-        band(ax, points.index, points["mean"], points["std"], colors[method], ls="--" if kind == "reinit" else "-",
-             label=f"{method}: {'random reinitialisation' if kind == 'reinit' else 'winning ticket'}")
+        band(ax, points.index, points["mean"], points["std"], ls="--" if kind == "reinit" else "-",
+             label=f"{method}: {'random reinitialisation' if kind == 'reinit' else 'winning ticket'}",
+             **styles[method])
     for method, rows in data[data["round"] == 0].groupby(data[METHOD].fillna("")):
-        ax.axhline(rows[metric].mean(), color=colors[method], ls=":", lw=1.2,
+        ax.axhline(rows[metric].mean(), color=styles[method]["color"], ls=":", lw=1.2,
                    label=f"{method}: dense (round 0), mean of {len(rows)}")
     remaining_axis(ax, data["remaining"].to_numpy())
     if metric.endswith("loss") and (data[metric] > 0).all():
@@ -259,9 +278,17 @@ def spectrum_panels(runs: pd.DataFrame, target: float) -> list[tuple[pd.Series, 
     return panels
 
 
+def by_fraction_of_steps(analysis: dict) -> dict:
+    """The spectrum's sample steps as fractions of the run's last: methods train for different numbers
+    of steps (a lottery run's history holds all its trainings), so colour says how far through its run."""
+    steps = np.asarray(analysis["eig_steps"], float)
+    return {**analysis, "eig_steps": steps / max(steps.max(), 1.0)}
+
+
 def spectra_figure(runs: pd.DataFrame) -> Figure | None:
-    """Eigenvalues of J over training (by step, final ones ringed), one panel per method, each the method's
-    run nearest a sparsity all reach (matched_target), on shared limits; None when no run has a spectrum."""
+    """Eigenvalues of J over training (coloured by the fraction of the run's steps, final ones ringed), one
+    panel per method, each the method's run nearest a sparsity all reach (matched_target), on shared
+    limits; None when no run has a spectrum."""
     runs = compared_runs(runs)
     if runs.empty or not compares_methods(runs):
         return None
@@ -269,8 +296,9 @@ def spectra_figure(runs: pd.DataFrame) -> Figure | None:
     panels = spectrum_panels(runs, target)
     if not panels:
         return None
-    analyses = [analysis for _, analysis in panels]
-    norm, (xlim, ylim) = step_norm(analyses), spectrum_limits(analyses)
+    panels = [(run, by_fraction_of_steps(analysis)) for run, analysis in panels]
+    xlim, ylim = spectrum_limits([analysis for _, analysis in panels])
+    norm = Normalize(0.0, 1.0)
     n_cols = min(PANEL_COLUMNS, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained",
@@ -283,26 +311,12 @@ def spectra_figure(runs: pd.DataFrame) -> Figure | None:
     for ax in axes.flat[len(panels):]:
         ax.set_axis_off()
     axes[0, 0].legend(loc="upper left", fontsize=7)
-    fig.colorbar(points, ax=axes, label="training step", shrink=0.9)
+    fig.colorbar(points, ax=axes, label="fraction of the run's training steps", shrink=0.9)
     fig.suptitle(f"Eigenvalues of J during training, by method, near sparsity {target:.3f}")
     return fig
 
 
 # ------------------------------------------------------------------------------------------- entry
-def drawing_class(runs: pd.DataFrame) -> type | None:
-    """The pruner class that draws these outputs for all the runs. The aggregator calls sweep_outputs of
-    every pruner class the runs name, each inheriting PrunerComponent's: the first of them (by
-    `pruner._target_`) that is imported draws, the others return nothing. The aggregator imports every
-    class it will call first and never one it does not trust, so the one that draws is one it calls."""
-    targets = sorted(map(str, runs["pruner._target_"].dropna().unique())) if "pruner._target_" in runs else []
-    for target in targets:
-        module, _, name = target.rpartition(".")
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type):
-            return cls
-    return None
-
-
 def sweep_outputs(runs: pd.DataFrame, keys: Sequence[str], out: Path) -> list[Path]:
     """matched_sparsity.csv, lottery_rounds.csv and their figures, and spectra_by_method.png (module
     docstring), each where it has something to show; returns the written paths."""

@@ -10,6 +10,7 @@ models or tasks: they see a dict of arrays."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..components import PrunerComponent, check, one_of, parameter_targets
 
@@ -25,8 +26,21 @@ class PrunerConfig:
     scope: str = "tensor"  # tensor: each target to the sparsity | global: the targets' entries ranked together
 
 
-class Pruning(PrunerComponent):
+class Pruners(PrunerComponent):
+    """The built-in pruners, none included: their sweeps share one comparison of the methods at matched
+    sparsity (plots/pruning.py; the aggregator draws an inherited sweep output once)."""
+
+    @classmethod
+    def sweep_outputs(cls, runs, keys, out) -> list:
+        from ..plots.pruning import sweep_outputs
+
+        return sweep_outputs(runs, keys, out)
+
+
+class Pruning(Pruners):
     """Checks shared by every pruner that prunes (PrunerConfig's keys), and where its steps must fall."""
+
+    summary_metrics: ClassVar[tuple[str, ...]] = ("mask_sparsity",)  # the fraction of the targets' mask at 0 (the achieved `sparsity` beside it)
 
     def check(self, parts) -> None:
         cfg = self.group_cfg

@@ -94,6 +94,7 @@ def lottery(targets: tuple[str, ...], scope: str, rounds: int, rewind_step: int,
 class Lottery(Pruning):
     Config = LotteryConfig
     traced = ("sparsity",)
+    unplotted_metrics = ("round*_*", "reinit*_*")  # each training's: the lottery table and figure, not one figure each
 
     def check(self, parts) -> None:
         super().check(parts)

@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
-import jax.numpy as jnp
 
-from ..components import PrunerComponent, check
+from ..components import check
 from ..contracts import Pruner
 from ..pruning import magnitude_scores, polynomial_sparsity, prune_masks, random_scores
-from . import SPARSITY_RANGE, PrunerConfig, Pruning
+from . import SPARSITY_RANGE, PrunerConfig, Pruners, Pruning
 
 
 @dataclass
@@ -30,7 +29,7 @@ class NoPrunerConfig:
     name: str = "none"
 
 
-class NoPruner(PrunerComponent):
+class NoPruner(Pruners):
     """No pruning: the masks are the structural ones (model.sparsity) throughout."""
 
     Config = NoPrunerConfig
