@@ -165,3 +165,11 @@ def test_the_aggregator_calls_an_inherited_sweep_output_once_and_a_class_s_own_t
     class with an implementation of its own is called as well."""
     classes = [Lottery, Magnitude, NoPruner, OwnOutputs, Magnitude]
     assert distinct_outputs(classes) == [Lottery, OwnOutputs]
+
+
+def test_the_matched_sparsity_is_where_every_method_has_a_run_nearest_not_one_method_s_outlier():
+    """Pruners land on ⌊s·n⌋/n exactly; one L1 run at 0.98 must not pull the comparison away from 0.949."""
+    runs = pd.DataFrame({"method": ["magnitude", "magnitude", "random", L1, L1, L1],
+                         "sparsity": [0.80, 0.949, 0.949, 0.943, 0.956, 0.98]})
+    assert abs(matched_target(runs) - 0.95) < 0.01  # 0.949 or 0.956: every method within 0.007 of either
+    assert matched_target(runs.iloc[[0, 2]]) == pytest.approx(0.8745)  # none within 0.05: the median
