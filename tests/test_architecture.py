@@ -101,7 +101,9 @@ def component_names() -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
-VALUES_NAMED_ALIKE = {"random": ("tasks/mlp_teacher.py",)}  # task.student_init: copy | random
+# task.student_init: copy | random; the lottery's pruner.criterion: magnitude | random, pruner.rewind: init | step | none
+VALUES_NAMED_ALIKE = {"random": ("tasks/mlp_teacher.py", "pruners/lottery.py"), "magnitude": ("pruners/lottery.py",),
+                      "none": ("pruners/lottery.py",)}
 
 
 @pytest.mark.parametrize("group,name,owner", component_names())

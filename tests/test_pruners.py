@@ -100,7 +100,8 @@ def test_the_random_control_prunes_the_same_count_at_other_entries_and_differs_b
 def test_a_lottery_round_rewinds_every_survivor_exactly_and_its_control_starts_afresh(rewind_step):
     """Rounds of Adam 60 + L-BFGS 20 (4 chunks each): round 0, control 1, round 1, control 2, round 2."""
     program, hyper, states, initial = chunk_states("pruner=lottery", "pruner.rounds=2", "pruner.sparsity=0.75",
-                                                   f"pruner.rewind_step={rewind_step}", "pruner.reinit_control=true")
+                                                   f"pruner.rewind={'step' if rewind_step else 'init'}", f"pruner.rewind_step={rewind_step}",
+                                                   "pruner.reinit_control=true")
     trainer = program.trainer
     assert [kind for kind, _ in trainer.blocks] == ["round", "reinit", "round", "reinit", "round"]
     reference = initial.params if not rewind_step else states[0][2].params  # after 20 steps of round 0
@@ -127,7 +128,21 @@ def test_a_lottery_round_rewinds_every_survivor_exactly_and_its_control_starts_a
             assert np.all(np.asarray(state.params["J"])[mask == 0] == 0)
 
 
-LOTTERY = ["precision=float64", "pruner=lottery", "pruner.rounds=2", "pruner.sparsity=0.75", "pruner.rewind_step=20",
+def test_a_retraining_without_rewind_goes_on_from_the_trained_weights_and_random_prunes_other_entries():
+    """rewind none (train, prune, fine-tune) with the random criterion: round 1 starts from round 0's best
+    parameters times the mask, which has the count of a magnitude prune at entries not ranked by |J|."""
+    program, hyper, states, _ = chunk_states("pruner=lottery", "pruner.rounds=1", "pruner.sparsity=0.7",
+                                             "pruner.rewind=none", "pruner.criterion=random")
+    ended = states[3][2]  # round 0's end (Adam 60 + L-BFGS 20: 4 chunks)
+    begun = jax.device_get(program.begin(2, ended, hyper))
+    mask = np.asarray(begun.mask["J"])
+    assert len(zeros(mask)) == int(np.floor(0.7 * N))
+    assert zeros(mask) != smallest(ended.best_params["J"], int(np.floor(0.7 * N)))
+    for name, value in begun.params.items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(ended.best_params[name]) * (mask if name == "J" else 1.0))
+
+
+LOTTERY = ["precision=float64", "pruner=lottery", "pruner.rounds=2", "pruner.sparsity=0.75", "pruner.rewind=step", "pruner.rewind_step=20",
            "pruner.reinit_control=true"]
 
 

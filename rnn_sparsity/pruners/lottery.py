@@ -2,9 +2,12 @@
 
 Round 0 trains the network. Each round r = 1..L then prunes the trained weights of round r−1 by magnitude
 to the sparsity s_r = 1 − (1 − s)^(r/L) (each round removes the fraction p = 1 − (1 − s)^(1/L) of the
-survivors; round L reaches s), rewinds every parameter to its initial value θ0 (`rewind_step: 0`) or to
-its value after k steps of round 0 (`rewind_step: k`, Frankle et al. 2019's rewinding), the pruned ones to
-0, and trains again with the optimizer's full schedule (its state afresh). With `reinit_control: true` each
+survivors; round L reaches s), rewinds every parameter to its initial value θ0 (`rewind: init`) or to
+its value after k steps of round 0 (`rewind: step`, `rewind_step: k`, Frankle et al. 2019's rewinding),
+the pruned ones to 0, and trains again with the optimizer's full schedule (its state afresh). Two
+variants share the machinery: `rewind: none` goes on from the trained weights instead (train, prune,
+fine-tune: Han et al. 2015's iterative pruning; one round is one-shot pruning of a trained network), and
+`criterion: random` prunes entries at random with the same counts (the random control of either). With `reinit_control: true` each
 round r >= 1 is preceded by its control: the same masks with a fresh draw of θ0, trained the same way
 (the paper's "random reinitialisation").
 
@@ -25,9 +28,10 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ..components import check
+from ..components import check, one_of
 from ..contracts import Pruner
-from ..pruning import lottery_sparsity, magnitude_scores, prune_masks, rewind
+from ..pruning import lottery_sparsity, magnitude_scores, prune_masks, random_scores
+from ..pruning import rewind as rewind_to
 from . import SPARSITY_RANGE, PrunerConfig, Pruning
 
 
@@ -37,7 +41,10 @@ class LotteryConfig(PrunerConfig):
     name: str = "lottery"
     sparsity: float = 0.8  # s (traced): the targets' sparsity after the last round
     rounds: int = 5  # L: prune-rewind-retrain rounds after the first training (L + 1 trainings)
-    rewind_step: int = 0  # k: 0 rewinds to θ0; k > 0 to the parameters after k steps of round 0
+    rewind: str = "init"  # init: each round from θ0 | step: from θ after rewind_step steps of round 0 |
+    #                       none: from the round before's trained weights (iterative pruning with fine-tuning)
+    rewind_step: int = 0  # k >= 1 with rewind: step
+    criterion: str = "magnitude"  # magnitude: prune the smallest trained |w| | random: entries at random (the control)
     reinit_control: bool = False  # before each round r >= 1, train its masks from a fresh θ0 too
 
 
@@ -55,12 +62,17 @@ def stack_rows(tree, n: int):
     return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (n, *leaf.shape)), tree)
 
 
-def lottery(targets: tuple[str, ...], scope: str, rounds: int, rewind_step: int, control: bool) -> Pruner:
+def lottery(targets: tuple[str, ...], scope: str, rounds: int, rewind: str, rewind_step: int, criterion: str,
+            control: bool) -> Pruner:
+    """The Pruner: `rewind` init | step (to θ after `rewind_step` steps) | none (fine-tuning), `criterion`
+    magnitude | random, `control` a reinit control before each round."""
     blocks = lottery_blocks(rounds, control)
+    rewind_step = rewind_step if rewind == "step" else 0
     first = {r: min(b for b, (_, rr) in enumerate(blocks) if rr == r) for r in range(rounds + 1)}  # round r's first training
 
     def init(key, params, masks, hyper):
-        state = {"masks": stack_rows(masks, rounds + 1), "trained": stack_rows(params, len(blocks) - 1)}
+        state = {"masks": stack_rows(masks, rounds + 1), "trained": stack_rows(params, len(blocks) - 1),
+                 "key": jax.random.key_data(key)}
         if rewind_step:
             state["rewind"] = params  # replaced by the parameters after k steps (act)
         return state
@@ -73,13 +85,18 @@ def lottery(targets: tuple[str, ...], scope: str, rounds: int, rewind_step: int,
         state = {**state, "trained": jax.tree.map(lambda rows, p: rows.at[block - 1].set(p), state["trained"], trained)}
         if block == first[r]:  # prune round r−1's trained weights (the training that just ended)
             before = jax.tree.map(lambda rows: rows[r - 1], state["masks"])
-            new = prune_masks(magnitude_scores(trained, targets), before, lottery_sparsity(hyper["sparsity"], r, rounds), scope)
+            key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), r)
+            scores = magnitude_scores(trained, targets) if criterion == "magnitude" else random_scores(key, trained, targets)
+            new = prune_masks(scores, before, lottery_sparsity(hyper["sparsity"], r, rounds), scope)
             state["masks"] = jax.tree.map(lambda rows, m: rows.at[r].set(m), state["masks"], new)
         else:
             new = jax.tree.map(lambda rows: rows[r], state["masks"])
         if kind == "reinit":
-            return rewind(fresh(r), new), new, state
-        return rewind(state["rewind"] if rewind_step else initial, new), new, state
+            return rewind_to(fresh(r), new), new, state
+        if rewind == "none":  # go on from the trained weights of round r−1 (its best), pruned
+            previous = jax.tree.map(lambda rows: rows[first[r] - 1], state["trained"])
+            return rewind_to(previous, new), new, state
+        return rewind_to(state["rewind"] if rewind_step else initial, new), new, state
 
     def results(state, best, masks):
         out = []
@@ -101,13 +118,21 @@ class Lottery(Pruning):
         cfg = self.group_cfg
         check(0.0 <= cfg.sparsity < 1.0, "pruner.sparsity", cfg.sparsity, SPARSITY_RANGE)
         check(cfg.rounds >= 1, "pruner.rounds", cfg.rounds, "must be >= 1")
-        if cfg.rewind_step:
+        one_of(self.cfg, "pruner.rewind", ("init", "step", "none"))
+        one_of(self.cfg, "pruner.criterion", ("magnitude", "random"))
+        if cfg.rewind == "step":
+            check(cfg.rewind_step >= 1, "pruner.rewind_step", cfg.rewind_step, "must be >= 1 with pruner.rewind=step")
             self.check_step(parts, "pruner.rewind_step", cfg.rewind_step)
 
     def build(self, param_shapes, weights=()) -> Pruner:
         cfg = self.group_cfg
-        return lottery(self.targets(param_shapes, weights), cfg.scope, int(cfg.rounds), int(cfg.rewind_step),
-                       bool(cfg.reinit_control))
+        return lottery(self.targets(param_shapes, weights), cfg.scope, int(cfg.rounds), str(cfg.rewind),
+                       int(cfg.rewind_step), str(cfg.criterion), bool(cfg.reinit_control))
 
     def method(self) -> str:
-        return "lottery" if not self.group_cfg.rewind_step else f"lottery (rewind {self.group_cfg.rewind_step})"
+        """lottery, lottery (rewind k), magnitude (retrained) for fine-tuning; random ... for the random criterion."""
+        cfg = self.group_cfg
+        kind = {"init": "lottery", "step": f"lottery (rewind {cfg.rewind_step})", "none": "retrained"}[cfg.rewind]
+        if cfg.criterion == "random":
+            return f"random ({kind})"
+        return "magnitude (retrained)" if cfg.rewind == "none" else kind
