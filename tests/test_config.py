@@ -123,12 +123,7 @@ def float_keys(node, prefix=""):
             yield key
 
 
-@pytest.mark.parametrize("group,option", group_options())
-def test_every_float_key_of_every_option_refuses_nan_and_inf(group, option):
-    """No per-key list: set each float the composed config has to inf, -inf and nan in turn."""
-    cfg = compose_cfg(f"{group}={option}", *COMPANIONS.get((group, option), []), tiny=False)
-    keys = list(float_keys(OmegaConf.to_container(cfg, resolve=True)))
-    assert "optimizer.lr" in keys and "analysis.fixed_points.perturbation_std" in keys
+def assert_non_finite_refused(cfg, keys) -> None:
     for key in keys:
         for bad in (float("inf"), float("-inf"), float("nan")):
             broken = cfg.copy()
@@ -136,3 +131,19 @@ def test_every_float_key_of_every_option_refuses_nan_and_inf(group, option):
             with pytest.raises(ConfigError) as info:
                 validate(broken)
             assert info.value.key == key and "finite" in info.value.allowed
+
+
+def test_every_float_key_of_the_default_config_refuses_nan_and_inf():
+    """No per-key list: set each float the composed config has to inf, -inf and nan in turn."""
+    cfg = compose_cfg("analysis=dynamics", tiny=False)
+    keys = list(float_keys(OmegaConf.to_container(cfg, resolve=True)))
+    assert "optimizer.lr" in keys and "analysis.fixed_points.perturbation_std" in keys
+    assert_non_finite_refused(cfg, keys)
+
+
+@pytest.mark.parametrize("group,option", group_options())
+def test_every_float_key_of_every_option_refuses_nan_and_inf(group, option):
+    """Each option's own float keys (the others' are the default config's, tested above)."""
+    cfg = compose_cfg(f"{group}={option}", *COMPANIONS.get((group, option), []), tiny=False)
+    keys = [key for key in float_keys(OmegaConf.to_container(cfg, resolve=True)) if key.startswith(f"{group}.")]
+    assert_non_finite_refused(cfg, keys)
