@@ -87,3 +87,19 @@ def test_a_bad_job_fails_alone_and_the_sweep_says_so(tmp_path):
     assert artifacts.is_done(good) and artifacts.read_metrics(good)["status"] == "completed"
     assert not artifacts.is_done(bad) and artifacts.read_metrics(bad)["status"] == "failed"
     assert (bad / ".hydra" / "overrides.yaml").exists() and "regularizer.strength" in (bad / "cli.log").read_text()
+
+
+# 10 L-BFGS steps, as GRID's (20 amplify the batched dot products' 1e-16 to 3e-9 in one job's loss)
+PRUNED_GRID = [*TINY, "precision=float64", "optimizer.lbfgs_steps=10", "pruner=magnitude", "pruner.step=20",
+               "pruner.sparsity=0.5,0.9", "seed=0,1", "regularizer.strength=0,0.01"]
+
+
+@pytest.mark.slow  # two 8-job multiruns (~40 s)
+def test_a_pruned_sparsity_by_seed_by_lambda_grid_writes_what_the_basic_launcher_writes(tmp_path):
+    """The target sparsity is traced: the vmap launcher trains the grid as one program, with the numbers
+    (masks included) of the basic launcher's runs one by one."""
+    basic, _ = multirun(tmp_path, "basic", *PRUNED_GRID)
+    vmap, proc = multirun(tmp_path, "vmap", *PRUNED_GRID)
+    assert "training 8 runs as one program" in proc.stdout
+    metrics = assert_same_sweep(basic, vmap)
+    assert sorted(m["mask_sparsity"] for m in metrics) == [128 / 256] * 4 + [230 / 256] * 4
