@@ -86,6 +86,7 @@ def available_memory() -> tuple[int | None, str]:
 def memory_estimate(trainer: Trainer, hyper: dict) -> dict[str, int]:
     """Bytes one run needs, from shapes alone (jax.eval_shape: nothing is allocated or compiled):
     parameters with their gradient, initial, best and mask copies; the largest stage's optimizer state;
+    the pruner's state (a lottery run's parameters of every training and masks of every round);
     the forward trajectory (outputs and states of model.apply) kept for the backward pass, per
     minibatch when optimizer.batch_size > 0. The forward pass is traced once (model.apply)."""
     params, mask = initial_shapes(trainer, hyper)
@@ -96,8 +97,11 @@ def memory_estimate(trainer: Trainer, hyper: dict) -> dict[str, int]:
     trajectory = nbytes(jax.eval_shape(trainer.model.apply, params, inputs))
     if trainer.batch_size:
         trajectory = trajectory * trainer.batch_size // trainer.n_train
+    pruner = trainer.pruner  # its state: a lottery run keeps every training's parameters and every round's masks
+    pruning = jax.eval_shape(lambda p, m: pruner.init(jax.random.key(0), p, {t: m[t] for t in pruner.targets},
+                                                      hyper["pruner"]), params, mask)
     return {"parameters": 5 * nbytes(params), "optimizer state": optimizer,
-            "trajectory": BACKWARD_FACTOR * trajectory}
+            "trajectory": BACKWARD_FACTOR * trajectory, "pruner state": nbytes(pruning)}
 
 
 def initial_shapes(trainer: Trainer, hyper: dict):

@@ -186,3 +186,17 @@ def test_a_sparsity_by_seed_grid_of_pruned_runs_trains_as_one_program_with_the_s
     sparsities = [assert_same_run(tmp_path / "serial" / str(i), tmp_path / "batch" / str(i))["mask_sparsity"]
                   for i in range(len(grid))]
     assert sparsities == [int(np.floor(s * 272)) / 272 for s in (0.5, 0.5, 0.9, 0.9)]
+
+
+def test_the_memory_estimate_counts_a_lottery_runs_kept_trainings_and_masks():
+    """A lottery run keeps the parameters of each training but the last and the masks of every round."""
+    from rnn_sparsity.build import memory_estimate
+
+    set_precision("float64")
+    _, plain, hyper = make_run(compose_cfg("precision=float64"))
+    _, lottery, lottery_hyper = make_run(compose_cfg("precision=float64", "pruner=lottery", "pruner.rounds=3",
+                                                     "pruner.reinit_control=true"))
+    params = sum(np.size(v) for v in jax.eval_shape(lambda: lottery.init(jax.random.key(0), lottery_hyper).params).values())
+    assert memory_estimate(plain, hyper)["pruner state"] == 0
+    kept = memory_estimate(lottery, lottery_hyper)["pruner state"]
+    assert kept == 8 * ((len(lottery.blocks) - 1) * params + 4 * N) + 8  # float64 entries; the key's 2 uint32
