@@ -7,14 +7,14 @@ its value after k steps of round 0 (`rewind: step`, `rewind_step: k`, Frankle et
 the pruned ones to 0, and trains again with the optimizer's full schedule (its state afresh). Two
 variants share the machinery: `rewind: none` goes on from the trained weights instead (train, prune,
 fine-tune: Han et al. 2015's iterative pruning; one round is one-shot pruning of a trained network), and
-`criterion: random` prunes entries at random with the same counts (the random control of either). With `reinit_control: true` each
-round r >= 1 is preceded by its control: the same masks with a fresh draw of θ0, trained the same way
-(the paper's "random reinitialisation").
+`criterion: random` prunes entries at random with the same counts (the random control of either). With
+`reinit_control: true` each round r >= 1 is preceded by its control: the same masks with a fresh draw of
+θ0, trained the same way (the paper's "random reinitialisation").
 
 The trainer runs the optimizer's stages once per training (contracts.Pruner.blocks); history rows carry
 their round, a control's stages are named reinit/<stage>. Every training's best parameters are kept (in
 the pruner's state, so a run killed mid-round resumes where it was), and experiment.evaluate scores each:
-metrics round<r>_* and reinit<r>_*. The final sparsity s is traced; L, k and the control are static.
+metrics round<r>_* and reinit<r>_*. The final sparsity s is traced; L, the rewind, k, the criterion and the control are static.
 
 Departures from Frankle & Carbin: every round trains the whole schedule, also after a rewind to step k
 (they train the remaining T − k steps); all targets prune at one rate (they prune output layers at half
