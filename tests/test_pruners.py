@@ -46,7 +46,7 @@ def smallest(values, k: int) -> set[int]:
     return set(np.argsort(np.abs(np.asarray(values)).ravel(), kind="stable")[:k].tolist())
 
 
-@pytest.mark.parametrize("scope", ["tensor", "global"])
+@pytest.mark.parametrize("scope", [pytest.param("tensor", marks=pytest.mark.slow), "global"])  # (8 s cold each)
 def test_a_magnitude_prune_zeroes_the_floor_s_n_smallest_weights_of_its_step_and_they_stay_zero(scope):
     extra = ["pruner.targets=[J,w]"] if scope == "global" else []
     program, _, states, _ = chunk_states("pruner=magnitude", "pruner.step=20", "pruner.sparsity=0.6",
@@ -87,6 +87,7 @@ def test_the_gradual_schedule_reaches_zhu_and_gupta_s_sparsity_at_every_pruning_
     assert len(zeros(seen[-1].mask["J"])) == int(np.floor(s_f * N))
 
 
+@pytest.mark.slow  # 3 trainings to compile (15 s cold); test_pruning has the counts of the maths
 def test_the_random_control_prunes_the_same_count_at_other_entries_and_differs_by_seed():
     masks = {}
     for pruner, seed in [("magnitude", 0), ("random", 0), ("random", 1)]:
@@ -96,7 +97,8 @@ def test_the_random_control_prunes_the_same_count_at_other_entries_and_differs_b
     assert masks["random", 0] != masks["magnitude", 0] and masks["random", 0] != masks["random", 1]
 
 
-@pytest.mark.parametrize("rewind_step", [0, pytest.param(20, marks=pytest.mark.slow)])  # k = 20: also in the checkpoint test
+@pytest.mark.slow  # 5 trainings (19 s cold); the retraining test below checks a round's start in the default suite
+@pytest.mark.parametrize("rewind_step", [0, 20])
 def test_a_lottery_round_rewinds_every_survivor_exactly_and_its_control_starts_afresh(rewind_step):
     """Rounds of Adam 60 + L-BFGS 20 (4 chunks each): round 0, control 1, round 1, control 2, round 2."""
     program, hyper, states, initial = chunk_states("pruner=lottery", "pruner.rounds=2", "pruner.sparsity=0.75",
@@ -146,6 +148,7 @@ LOTTERY = ["precision=float64", "pruner=lottery", "pruner.rounds=2", "pruner.spa
            "pruner.reinit_control=true"]
 
 
+@pytest.mark.slow  # 5 trainings (18 s cold); the checkpoint test runs the same lottery in the default suite
 def test_a_lottery_run_records_every_round_and_its_control(tmp_path):
     metrics = run(compose_cfg(*LOTTERY, "checkpoint.every_s=0"), tmp_path)
     history = artifacts.read_history(tmp_path)
@@ -175,6 +178,7 @@ def test_masks_survive_a_checkpoint_a_run_killed_mid_round_ends_as_an_uninterrup
     assert_same_run(tmp_path / "whole", tmp_path / "resumed", rtol=0)
 
 
+@pytest.mark.slow  # a vmapped batch to compile (13 s cold), as test_batch's
 def test_a_sparsity_by_seed_grid_of_pruned_runs_trains_as_one_program_with_the_serial_numbers(tmp_path):
     grid = [[f"pruner.sparsity={s}", f"seed={seed}"] for s in (0.5, 0.9) for seed in (0, 1)]
     base = ["precision=float64", "pruner=magnitude", "pruner.step=20", "pruner.scope=global", "pruner.targets=[J,w]"]
