@@ -166,6 +166,7 @@ def test_minibatches_early_stopping_and_window_probes_resume_exactly(tmp_path, s
     assert metrics["stopped_early"] and metrics["epochs"] > 10 and metrics["window_test_accuracy"] is not None
 
 
+@pytest.mark.slow  # a vmapped batch to compile (15 s cold); the serial resume tests stay in the default suite
 def test_a_batch_resumes_from_its_members_checkpoints_and_a_member_resumes_alone(tmp_path, stop_after, caplog):
     grid = [[*BASE, f"seed={seed}", f"regularizer.strength={lam}"] for seed, lam in ((0, 0.0), (1, 1e-3), (2, 1e-2))]
     whole = [tmp_path / "whole" / str(i) for i in range(3)]

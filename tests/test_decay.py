@@ -100,6 +100,7 @@ def test_eigenvalue_only_loss_gradient_matches_finite_differences_and_jax():
     np.testing.assert_allclose(exact, jax.grad(reference)(J.ravel()), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # 11 s cold; the other gradient checks of the decay loss stay in the default suite
 def test_eigenvector_gradient_keeps_the_unit_norm_normalisation():
     """Σ|R_ij|⁴ is phase-invariant but depends on the scale of each eigenvector: only the unit-norm term in
     the JVP makes its gradient right (without it the error is of order one)."""

@@ -130,6 +130,7 @@ def test_a_lottery_round_rewinds_every_survivor_exactly_and_its_control_starts_a
             assert np.all(np.asarray(state.params["J"])[mask == 0] == 0)
 
 
+@pytest.mark.slow  # 2 trainings to compile (12 s cold)
 def test_a_retraining_without_rewind_goes_on_from_the_trained_weights_and_random_prunes_other_entries():
     """rewind none (train, prune, fine-tune) with the random criterion: round 1 starts from round 0's best
     parameters times the mask, which has the count of a magnitude prune at entries not ranked by |J|."""
@@ -165,8 +166,9 @@ def test_a_lottery_run_records_every_round_and_its_control(tmp_path):
     assert np.all(artifacts.read_params(tmp_path)["J"][mask == 0] == 0)
 
 
-@pytest.mark.parametrize("pruner,n", [(LOTTERY, 7), (["precision=float64", "pruner=gradual", "pruner.every=20",
-                                                    "pruner.prunes=2", "pruner.sparsity=0.8"], 2)])
+@pytest.mark.parametrize("pruner,n", [pytest.param(LOTTERY, 7, marks=pytest.mark.slow),  # 20 s cold: 5 trainings
+                                     (["precision=float64", "pruner=gradual", "pruner.every=20", "pruner.prunes=2",
+                                       "pruner.sparsity=0.8"], 2)])
 def test_masks_survive_a_checkpoint_a_run_killed_mid_round_ends_as_an_uninterrupted_one(tmp_path, stop_after, pruner, n):
     """The lottery run killed after its 7th chunk (control 1's L-BFGS... mid-way through its second
     training), the gradual one after its second prune: each resumes and writes what a whole run writes."""

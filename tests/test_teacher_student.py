@@ -58,6 +58,7 @@ def test_early_stopping_ends_a_run_after_patience_epochs_without_improvement(tmp
     assert no_patience["stopped_early"] is False and no_patience["epochs"] == 20
 
 
+@pytest.mark.slow  # 12 s cold; test_train's proximal-versus-penalty test stays in the default suite
 def test_proximal_l1_zeroes_student_weights_and_l2_does_not(tmp_path):
     """The study's finding at a small size: L1 in proximal mode leaves many weights exactly 0, L2 none."""
     base = [*SMALL, "optimizer.steps=3200", "regularizer.mode=proximal", "regularizer.strength=1e-2"]
