@@ -77,13 +77,6 @@ def random_scores(key: jax.Array, params: Params, targets: Sequence[str]) -> dic
     return {t: jax.random.uniform(k, params[t].shape) for k, t in zip(keys, targets)}
 
 
-def magnitude_masks(params: Params, targets: Sequence[str], sparsity, scope: str = "tensor",
-                    masks: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
-    """prune_masks by |w| from `masks` (default all 1: an entry whose value is 0 still ranks smallest)."""
-    masks = {t: jnp.ones(params[t].shape, params[t].dtype) for t in targets} if masks is None else masks
-    return prune_masks(magnitude_scores(params, targets), masks, sparsity, scope)
-
-
 def polynomial_sparsity(step, initial, final, start, n_prunes: int, every: int) -> jax.Array:
     """Zhu & Gupta (2017): s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³ for t0 <= t <= t0 + nΔt; s_i
     before t0, s_f after. The schedule prunes at t = t0 + jΔt, j = 0..n."""

@@ -154,8 +154,9 @@ def test_a_lottery_run_records_every_round_and_its_control(tmp_path):
     metrics = run(compose_cfg(*LOTTERY, "checkpoint.every_s=0"), tmp_path)
     history = artifacts.read_history(tmp_path)
     assert sorted(history["round"].unique()) == [0, 1, 2]
-    assert set(history["stage"]) == {"adam", "lbfgs", "reinit/adam", "reinit/lbfgs"} or \
-        set(history["stage"]) >= {"adam", "reinit/adam"}  # L-BFGS runs only above its loss threshold
+    trainings = history.drop_duplicates(["round", "stage"]).query("stage.str.endswith('adam')")  # in order of first row
+    assert trainings[["round", "stage"]].values.tolist() == [[0, "adam"], [1, "reinit/adam"], [1, "adam"],
+                                                             [2, "reinit/adam"], [2, "adam"]]
     for kind, r in [("round", 0), ("reinit", 1), ("round", 1), ("reinit", 2), ("round", 2)]:
         expected = 1 - 0.25 ** (r / 2)
         assert metrics[f"{kind}{r}_mask_sparsity"] == pytest.approx(int(np.floor(expected * N + 1e-9)) / N)

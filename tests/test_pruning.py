@@ -8,8 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_sparsity.pruning import (lottery_sparsity, magnitude_masks, magnitude_scores, polynomial_sparsity,
-                                  prune_masks, random_scores, rewind)
+from rnn_sparsity.pruning import lottery_sparsity, magnitude_scores, polynomial_sparsity, prune_masks, random_scores, rewind
+
+
+def magnitude_masks(params, targets, sparsity, scope="tensor"):
+    """A magnitude prune from all-1 masks, as the pruners call it (an entry whose value is 0 still ranks smallest)."""
+    ones = {t: jnp.ones(params[t].shape, params[t].dtype) for t in targets}
+    return prune_masks(magnitude_scores(params, targets), ones, sparsity, scope)
 
 
 def weights(seed: int = 0) -> dict[str, np.ndarray]:
