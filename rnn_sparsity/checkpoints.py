@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import artifacts
+from .cluster_entry import EARLY, requeue_signal
 from .contracts import Probe
 
 log = logging.getLogger(__name__)
@@ -193,21 +194,22 @@ def one_line(err: BaseException) -> str:
 HELD: list[tuple[Callable, int, Any]] = []  # a requeue signal that came during a fit: (handler, signum, frame)
 
 
-def requeue_signal() -> int:
-    """The signal submitit's jobs requeue on: SIGUSR2, or what its SUBMITIT_PREEMPT_SIGNAL env var names."""
-    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
-
-
 @contextmanager
 def held_requeue_signal():
     """While a fit trains: hold the requeue signal (when its handler is a Python one: submitit's) until
     `hand_over`, which the fit calls at its chunk boundaries after writing the checkpoint the held signal
-    made due. A signal still held when the fit ends is handed over then."""
+    made due. A signal still held when the fit ends is handed over then. One that came while the job's
+    process started, before submitit's handler was installed (cluster_entry.EARLY), is held from the start."""
     signum = requeue_signal()
     handler = signal.getsignal(signum)
     if not callable(handler) or threading.current_thread() is not threading.main_thread():
         yield
         return
+    if EARLY:
+        EARLY.clear()
+        HELD.append((handler, signum, None))
+        log.warning("requeue signal %s came while the job started: held until the first checkpoint",
+                    signal.Signals(signum).name)
     signal.signal(signum, lambda number, frame: HELD.append((handler, number, frame)))
     try:
         yield

@@ -15,7 +15,8 @@ A job that SLURM preempts or that reaches its time limit gets SIGUSR2 (`signal_d
 limit); the fit holds it until its next chunk boundary, checkpoints every member there
 (checkpoints.held_requeue_signal) and hands it to submitit, which calls `BatchJob.checkpoint` and
 requeues the same job (at most `max_num_timeout` times for time limits). The requeued job resumes the
-batch from those checkpoints. A job cancelled or lost for good leaves its runs incomplete with their
+batch from those checkpoints. The job's process starts through cluster_entry, which catches the signal
+from its first line: SLURM may send it up to a minute early, while the process is still starting. A job cancelled or lost for good leaves its runs incomplete with their
 checkpoints: the same sweep command again (the resume sweeper) submits only those, and they resume.
 
 This module imports submitit only when it submits, and JAX only through batch (on the node, and in
@@ -28,6 +29,8 @@ import contextlib
 import logging
 import os
 import pickle
+import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,8 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 CLUSTERS = ("slurm", "local")  # local: submitit's LocalExecutor (the same jobs as processes on this machine)
+# the command submitit's job lines start with, in place of `python`: submitit's entry behind cluster_entry
+ENTRY = f"{shlex.quote(sys.executable)} -u -m rnn_sparsity.cluster_entry"
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ def run_on_cluster(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], log_fil
     if not jobs:
         return outcomes
     executor = submitit.AutoExecutor(folder=launcher_cfg["submitit_folder"], cluster=cluster,
-                                     slurm_max_num_timeout=launcher_cfg["max_num_timeout"])
+                                     slurm_max_num_timeout=launcher_cfg["max_num_timeout"],
+                                     **{f"{cluster}_python": ENTRY})
     executor.update_parameters(**executor_parameters(launcher_cfg))
     hydra_state = Singleton.get_state()  # once for every job: it copies the whole config store
     submitted = []

@@ -129,6 +129,33 @@ def test_a_cluster_requeue_signal_is_held_until_a_checkpoint_is_written(tmp_path
     assert_same_run(tmp_path / "whole", tmp_path / "requeued", rtol=0)
 
 
+def test_a_requeue_signal_from_the_jobs_start_is_held_to_the_first_checkpoint(tmp_path):
+    """SLURM may send the signal up to a minute early, before submitit's handler is installed:
+    cluster_entry records it (EARLY), and the fit holds it from its start, so the job checkpoints after
+    its first chunk, hands over, and the requeued job ends as if never stopped."""
+    from rnn_sparsity.cluster_entry import EARLY
+
+    seen: list = []
+
+    def submitit_like(signum, frame):
+        seen.append(sorted(artifacts.checkpoint_names(tmp_path / "requeued")))
+        raise Requeued
+
+    overrides = ["precision=float64", "regularizer.strength=1e-3", "checkpoint.every_s=1e6"]
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    EARLY.append(signal.SIGUSR2)
+    try:
+        with pytest.raises(Requeued):
+            run(compose_cfg(*overrides), tmp_path / "requeued")
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        EARLY.clear()
+    assert seen == [["0000000001"]]  # stage 0 after 1 chunk: the first boundary
+    run(compose_cfg(*overrides), tmp_path / "requeued")
+    run(compose_cfg(*overrides), tmp_path / "whole")
+    assert_same_run(tmp_path / "whole", tmp_path / "requeued", rtol=0)
+
+
 @pytest.mark.slow  # a vmapped batch of its own to compile (15 s cold); the serial requeue test stays in the default run
 def test_a_batch_holds_the_requeue_signal_until_every_member_is_checkpointed(tmp_path, cluster_signal, caplog):
     seen, seen_dir, _ = cluster_signal

@@ -6,6 +6,8 @@ tests/test_slurm.py runs the same through a real SLURM."""
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from helpers import TINY, assert_same_run, compose_cfg
 
 from rnn_sparsity import artifacts
-from rnn_sparsity.cluster import BatchJob, executor_parameters, plan_jobs
+from rnn_sparsity.cluster import ENTRY, BatchJob, executor_parameters, plan_jobs
 
 PLACE_VAR = "RNN_SPARSITY_PLACE_TEST"
 
@@ -64,6 +66,22 @@ def test_a_sweep_through_submitits_local_executor_writes_what_the_vmap_launcher_
     assert "submitted 1 local job for 2 runs" in (tmp_path / "local.log").read_text()
     for i in range(2):
         assert_same_run(tmp_path / "inprocess" / str(i), tmp_path / "local" / str(i), rtol=0)
+
+
+def test_a_requeue_signal_while_the_jobs_process_starts_is_caught_not_fatal(tmp_path):
+    """SLURM may send SIGUSR2 up to a minute before it was asked for, while the job's Python is still
+    importing, before submitit installs its handler: started plainly the process dies of it; started
+    through cluster_entry (submitit's `python` here) it records the signal and runs the module it names."""
+    (tmp_path / "starting.py").write_text(
+        "import os, signal, sys, time\nos.kill(os.getpid(), signal.SIGUSR2)\ntime.sleep(0.05)\n"
+        "from rnn_sparsity import cluster_entry\nprint('early', cluster_entry.EARLY, sys.argv[1:])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    plain = subprocess.run([sys.executable, "-u", "-m", "starting"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert plain.returncode == -signal.SIGUSR2, plain
+    caught = subprocess.run([*shlex.split(ENTRY), "-u", "-m", "starting", "folder"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert caught.returncode == 0 and f"early [{int(signal.SIGUSR2)}] ['folder']" in caught.stdout, caught
 
 
 def test_an_unknown_cluster_is_refused_when_the_launcher_is_made():
