@@ -40,7 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import root  # noqa: E402
 
-from rnn_sparsity.analysis.fixed_points import deduplicate, find_fixed_points  # noqa: E402
+from rnn_sparsity.analysis.fixed_points import RateNetwork, deduplicate, find_fixed_points  # noqa: E402
 from rnn_sparsity.blas import single_threaded_blas  # noqa: E402
 
 KEEP_TOL, DEDUP_RADIUS = 1e-8, 1e-2
@@ -112,7 +112,7 @@ def main() -> None:
 
     def ours():
         drive = jparams["B"] @ jnp.asarray(u) + jparams["b_x"]
-        return find_fixed_points(jparams["J"], drive, starts, tol=KEEP_TOL, dedup_radius=DEDUP_RADIUS)
+        return find_fixed_points(RateNetwork(jparams["J"], drive), starts, tol=KEEP_TOL, dedup_radius=DEDUP_RADIUS)
 
     t0 = time.perf_counter()
     ours()

@@ -144,7 +144,7 @@ class ModelComponent(Component):
     group = "model"
     inputs: ClassVar[tuple[str, ...]] = ()  # the data layouts it can learn (TaskComponent.layout)
     has_rates: ClassVar[bool] = False  # it has firing rates for regularizer.activity to penalise
-    rate_dynamics: ClassVar[bool] = False  # its Model has a rate_field (fixed points, slow points, PCA)
+    has_dynamics: ClassVar[bool] = False  # its Model has Dynamics (fixed points, slow points, PCA)
     size_keys: ClassVar[tuple[str, ...]] = ()  # its keys that set the parameter count (memory advice)
 
     def build(self, task, dtype):

@@ -17,6 +17,33 @@ from .maths import weighted_mse
 Params = dict[str, Any]
 
 
+class Dynamics(NamedTuple):
+    """A recurrent model's state dynamics under a static input u, stated once for every analysis.
+
+    kind "flow": a vector field F(h, u) = τ ḣ (continuous time). Fixed points solve F = 0; the
+        linearisation DF is stable where every Re λ < 0; a complex pair oscillates at |Im λ| / τ rad per
+        time unit (τ = `time_constant`).
+    kind "map": a state map h' = f(h, u) (discrete time). Fixed points solve f(h) = h; the linearisation
+        ∂f/∂h is stable where every |λ| < 1; a complex pair turns by |arg λ| per step, |arg λ| / dt rad
+        per time unit (dt = `time_constant`, the time one step stands for).
+    field(params, h, u) -> F(h, u) or f(h, u): h the flat state (N,) (an LSTM's (c, h) concatenated,
+        as the model's apply returns its states), u (n_in,).
+    jacobian(params, h, u) -> ∂field/∂h (N, N), analytic where the model has one; None: jax.jacfwd.
+    rate_field(params, u) -> (J, c) for a flow of the rate-network form F(x) = -x + J tanh(x) + c
+        (maths.rate_velocity), which the finder solves on its fast path (O(N²) normal equations);
+        None: the general path (the Jacobian formed per step).
+    readout(params, h, u) -> the outputs (n_out,) the network gives in state h under input u (at a fixed
+        point: what it reports there, e.g. a flip-flop memory's corner); None: none.
+    """
+
+    kind: str
+    field: Callable[[Params, Any, Any], Any]
+    time_constant: float = 1.0
+    jacobian: Callable[[Params, Any, Any], Any] | None = None
+    rate_field: Callable[[Params, Any], tuple[Any, Any]] | None = None
+    readout: Callable[[Params, Any, Any], Any] | None = None
+
+
 class Model(NamedTuple):
     """A model as the training code sees it: pure functions over a flat parameter dict.
 
@@ -30,10 +57,8 @@ class Model(NamedTuple):
         after every update); with some, every parameter is multiplied by its mask.
     rates(states) -> the firing rates of those states (None: no rates); `regularizer.activity`
         penalises their mean square.
-    rate_field(params, u) -> (J, c): the model's dynamics under a static input u in the rate-network
-        form F(x) = -x + J tanh(x) + c (maths.rate_velocity) that the fixed-point analysis solves
-        (None: a model without such dynamics); time_constant τ: F is τ ẋ, so an eigenvalue λ of DF
-        oscillates at Im λ / τ rad per time unit.
+    dynamics: its state dynamics under a static input (`Dynamics`: what the fixed-point analysis,
+        slow points, linearisations and PCA work on); None: a model without recurrent state.
     weights: the names of the parameters that are its weights (what a regularizer acts on unless told
         otherwise: `regularizer.targets` null); None: every parameter of two or more dimensions
         (`weight_matrices`: the weight matrices and kernels of a Flax module, not its biases).
@@ -44,8 +69,7 @@ class Model(NamedTuple):
     recurrent: Callable[[Params], Any] = lambda params: None
     masked: tuple[str, ...] = ()
     rates: Callable[[Any], Any] | None = None
-    rate_field: Callable[[Params, Any], tuple[Any, Any]] | None = None
-    time_constant: float = 1.0
+    dynamics: Dynamics | None = None
     weights: tuple[str, ...] | None = None
 
     def weight_names(self, param_shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:

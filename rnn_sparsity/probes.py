@@ -172,8 +172,8 @@ class DynamicsProbe(Probe):
         _, states = jax.jit(trainer.model.apply)(params, jax.numpy.asarray(trainer.task.inputs, trainer.dtype))
         start = time.perf_counter()
         log.info("dynamics analysis: fixed points of %d conditions ...", len(trainer.task.conditions.inputs))
-        metrics, arrays = analyse_dynamics(trainer.model.rate_field, params, trainer.task.conditions, states,
-                                           self.settings, tau=trainer.model.time_constant, seed=self.seed)
+        metrics, arrays = analyse_dynamics(trainer.model.dynamics, params, trainer.task.conditions, states,
+                                           self.settings, seed=self.seed)
         log.info("dynamics analysis done (%.1fs): %s", time.perf_counter() - start,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
         self.result = (metrics, arrays)
@@ -223,12 +223,15 @@ class Analysis(AnalysisComponent):
         fp = a.fixed_points
         check(fp.tol is None or fp.tol > 0, "analysis.fixed_points.tol", fp.tol, "must be > 0 (or null for the dtype's default)")
         positive(cfg, "analysis.fixed_points.max_iter")
+        for key in ("outlier_distance_scale", "rerun_q_outliers"):
+            value = fp.get(key)
+            check(value is None or value > 0, f"analysis.fixed_points.{key}", value, "must be > 0 (or null: off)")
         positive(cfg, "analysis.slow_points.tol")
         positive(cfg, "analysis.pca.n_components")
         non_negative(cfg, "analysis.pca.skip_steps")
         if self.wants_dynamics() or len(a.track_tasks) > 0:
-            check(parts.model.rate_dynamics, "model.name", cfg.model.get("name"),
-                  "fixed points, slow points and PCA need a model with rate dynamics (model=ctrnn)")
+            check(parts.model.has_dynamics, "model.name", cfg.model.get("name"),
+                  "fixed points, slow points and PCA need a recurrent model (ctrnn, rnn, gru, lstm, flax_rnn)")
             check(a.enabled, "analysis.enabled", a.enabled,
                   "must be true when fixed points, slow points, PCA or tracking are asked for")
         n_conditions = parts.task.n_conditions()
@@ -252,7 +255,7 @@ class Analysis(AnalysisComponent):
             return probes
         settings = self.settings()
         if a.track_tasks:
-            probes.append(FixedPointTracker(trainer.model.apply, trainer.model.rate_field, trainer.task.inputs,
+            probes.append(FixedPointTracker(trainer.model.apply, trainer.model.dynamics, trainer.task.inputs,
                                             trainer.task.conditions, a.track_tasks, settings, trainer.dtype,
                                             seed=self.cfg.seed))
         if trainer.task.test_inputs is not None:

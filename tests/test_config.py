@@ -22,7 +22,9 @@ def group_options():
 # options that need a partner from another group (a task that a model can train)
 COMPANIONS = {("model", "mlp"): ["task=teacher_student"], ("model", "cnn"): ["task=teacher_student"],
               ("model", "lowrank_linear"): ["task=fast_decay"],
-              ("model", "flax"): ["task=teacher_student", "model.module._target_=flax.linen.Dense", "+model.module.features=1"], ("task", "fast_decay"): ["model=lowrank_linear"],
+              ("model", "flax"): ["task=teacher_student", "model.module._target_=flax.linen.Dense", "+model.module.features=1"],
+              ("model", "flax_rnn"): ["model.cell._target_=flax.linen.MGUCell", "+model.cell.features=8"],
+              ("task", "fast_decay"): ["model=lowrank_linear"],
               ("task", "iris"): ["model=mlp", "model.sizes=[4,64,64,3]", "model.output_activation=linear"],
               ("task", "teacher_student"): ["model=mlp"],
               ("task", "digits"): ["model=mlp", "model.sizes=[64,32,10]", "model.output_activation=linear"],

@@ -12,7 +12,7 @@ from rnn_sparsity.analysis import dynamics
 from rnn_sparsity.analysis.dynamics import FixedPointsConfig, FixedPointTracker, PCAConfig, analyse_dynamics
 from rnn_sparsity.config import ConfigError, validate
 from rnn_sparsity.contracts import Conditions
-from rnn_sparsity.models.ctrnn import rate_field
+from rnn_sparsity.models import ctrnn
 from rnn_sparsity.probes import AnalysisConfig
 
 
@@ -53,8 +53,12 @@ def test_starts_are_the_anchor_its_perturbations_and_trajectory_samples():
 
 def test_unstable_frequency_picks_the_leading_unstable_pair():
     values = np.array([0.3 + 2j, 0.3 - 2j, 0.1 + 5j, 0.1 - 5j, 0.5, -1 + 7j, -1 - 7j])
-    assert dynamics.unstable_frequency(values, tau=2.0) == pytest.approx(1.0)  # |Im| / τ of 0.3 ± 2i
-    assert np.isnan(dynamics.unstable_frequency(np.array([0.5, -1 + 7j, -1 - 7j]), tau=1.0))
+    assert dynamics.unstable_frequency(values, "flow", 2.0) == pytest.approx(1.0)  # |Im| / τ of 0.3 ± 2i
+    assert np.isnan(dynamics.unstable_frequency(np.array([0.5, -1 + 7j, -1 - 7j]), "flow", 1.0))
+    # a map: |λ| > 1 grows; the fastest-growing complex pair turns by arg λ per step of dt
+    values = np.array([1.2 * np.exp(0.5j), 1.2 * np.exp(-0.5j), 1.1 * np.exp(2j), 1.1 * np.exp(-2j), 0.9 * np.exp(3j), 1.5])
+    assert dynamics.unstable_frequency(values, "map", 0.1) == pytest.approx(5.0)  # 0.5 rad per step of 0.1
+    assert np.isnan(dynamics.unstable_frequency(np.array([0.9 * np.exp(1j), 0.9 * np.exp(-1j), 1.3]), "map", 1.0))
 
 
 def test_designed_oscillatory_fixed_point_gives_its_frequency(float64):
@@ -68,7 +72,7 @@ def test_designed_oscillatory_fixed_point_gives_its_frequency(float64):
                             omegas=np.array([0.25]))
     settings = AnalysisConfig(fixed_points=FixedPointsConfig(enabled=True, n_perturbed=9, perturbation_std=0.05,
                                                              n_sampled=10), pca=PCAConfig(enabled=True, n_components=3))
-    metrics, arrays = analyse_dynamics(rate_field, params, conditions, states, settings, tau=tau, seed=0)
+    metrics, arrays = analyse_dynamics(ctrnn.dynamics(tau)._replace(readout=None), params, conditions, states, settings, seed=0)
 
     centre = np.argmin(np.linalg.norm(arrays["fp_points"] - x_star, axis=1))
     np.testing.assert_allclose(arrays["fp_points"][centre], x_star, atol=1e-9)
@@ -103,7 +107,7 @@ def test_tracker_warm_starts_from_the_previous_fixed_points(float64):
         return None, jax.lax.scan(step, jnp.zeros((inputs.shape[1], 1)), None, length=inputs.shape[0])[1]
 
     conditions = Conditions(inputs=np.zeros((1, 1)), trial_condition=np.array([0]), window=slice(0, 60))
-    tracker = FixedPointTracker(apply, rate_field, np.zeros((60, 1, 1)), conditions, [0],
+    tracker = FixedPointTracker(apply, ctrnn.dynamics(1.0), np.zeros((60, 1, 1)), conditions, [0],
                                 AnalysisConfig(fixed_points=FixedPointsConfig(track_starts=4)), jnp.float64, seed=0)
     for step, w in [(0, 2.0), (10, 2.5), (10, 9.0), (20, 3.0)]:  # a repeated step is not sampled twice
         tracker.sample(step, {"J": jnp.array([[w]]), "B": jnp.zeros((1, 1)), "b_x": jnp.array([b])})

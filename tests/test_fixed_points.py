@@ -32,7 +32,7 @@ def random_network(n, gain=1.5, seed=0, n_in=2):
 def test_one_unit_bistable_has_three_fixed_points_with_analytic_jacobians():
     w = 2.0
     x_star = brentq(lambda x: -x + w * np.tanh(x), 0.5, 5.0)
-    result = fp.find_fixed_points(*rate_field(one_unit(w), jnp.zeros(0)), jnp.linspace(-4, 4, 41)[:, None])
+    result = fp.find_fixed_points(fp.RateNetwork(*rate_field(one_unit(w), jnp.zeros(0))), jnp.linspace(-4, 4, 41)[:, None])
     order = np.argsort(result.points[:, 0])
     np.testing.assert_allclose(result.points[order, 0], [-x_star, 0.0, x_star], atol=1e-9)
     assert result.n_converged == 41 and np.all(result.residual_norms < 1e-10)
@@ -51,7 +51,7 @@ def test_planted_fixed_point_and_its_spectrum_are_recovered():
     x0 = rng.normal(size=n)
     params = {"J": jnp.asarray(J), "B": jnp.zeros((n, 1)), "b_x": jnp.asarray(x0 - J @ np.tanh(x0))}
     starts = x0 + 0.05 * rng.normal(size=(8, n))
-    result = fp.find_fixed_points(*rate_field(params, jnp.zeros(1)), starts)
+    result = fp.find_fixed_points(fp.RateNetwork(*rate_field(params, jnp.zeros(1))), starts)
     assert len(result.points) == 1
     np.testing.assert_allclose(result.points[0], x0, atol=1e-9)
     expected = np.linalg.eigvals(-np.eye(n) + J * (1 - np.tanh(x0) ** 2)[None, :])
@@ -75,15 +75,15 @@ def test_each_start_stops_on_its_own_and_is_not_moved_afterwards():
     x_star = brentq(lambda x: -x + w * np.tanh(x), 0.5, 5.0)
     starts = jnp.array([[x_star + 1e-6], [12.0], [-9.0], [0.3]])  # one step away ... many steps away
     tol = 1e-10
-    result = fp.levenberg_marquardt(*rate_field(one_unit(w), jnp.zeros(0)), starts, tol=tol, max_iter=200)
+    result = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(one_unit(w), jnp.zeros(0))), starts, tol=tol, max_iter=200)
     n_iter = np.asarray(result.n_iter)
     assert np.all(np.asarray(result.residual_norms) < tol)
     assert n_iter[0] <= 2 < n_iter.max()
     # running longer must not move the points that had already converged
-    longer = fp.levenberg_marquardt(*rate_field(one_unit(w), jnp.zeros(0)), starts, tol=tol, max_iter=500)
+    longer = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(one_unit(w), jnp.zeros(0))), starts, tol=tol, max_iter=500)
     np.testing.assert_array_equal(np.asarray(longer.points), np.asarray(result.points))
     # and a start stopped by max_iter before converging is left exactly where it was
-    capped = fp.levenberg_marquardt(*rate_field(one_unit(w), jnp.zeros(0)), starts, tol=tol, max_iter=int(n_iter[0]))
+    capped = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(one_unit(w), jnp.zeros(0))), starts, tol=tol, max_iter=int(n_iter[0]))
     np.testing.assert_array_equal(np.asarray(capped.points)[0], np.asarray(result.points)[0])
     assert np.asarray(capped.residual_norms)[n_iter > n_iter[0]].min() >= tol
 
@@ -92,7 +92,7 @@ def test_each_start_stops_on_its_own_in_a_large_batch():
     params = random_network(40, seed=3)
     u = jnp.array([0.5, 0.0])
     starts = np.random.default_rng(4).normal(size=(64, 40))
-    result = fp.levenberg_marquardt(*rate_field(params, u), starts, max_iter=300)
+    result = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(params, u)), starts, max_iter=300)
     norms, n_iter = np.asarray(result.residual_norms), np.asarray(result.n_iter)
     converged = norms < fp.default_tol(jnp.float64, 40)
     assert converged.sum() >= 10 and np.ptp(n_iter[converged]) >= 5  # fast and slow starts both converge
@@ -105,9 +105,9 @@ def test_each_start_stops_on_its_own_in_a_large_batch():
 def test_deduplication_merges_copies_and_keeps_distinct_points():
     params = one_unit(2.0)
     rng = np.random.default_rng(5)
-    many_to_one = fp.find_fixed_points(*rate_field(params, jnp.zeros(0)), 3.0 + 0.5 * rng.random((50, 1)))
+    many_to_one = fp.find_fixed_points(fp.RateNetwork(*rate_field(params, jnp.zeros(0))), 3.0 + 0.5 * rng.random((50, 1)))
     assert len(many_to_one.points) == 1 and many_to_one.n_converged == 50
-    two = fp.find_fixed_points(*rate_field(params, jnp.zeros(0)), np.concatenate([3 + rng.random((20, 1)),
+    two = fp.find_fixed_points(fp.RateNetwork(*rate_field(params, jnp.zeros(0))), np.concatenate([3 + rng.random((20, 1)),
                                                                      -3 - rng.random((20, 1))]))
     assert len(two.points) == 2
     keep = fp.deduplicate(np.array([[0.0, 0.0], [0.0, 0.005], [1.0, 0.0], [1.0, 0.02]]),
@@ -126,11 +126,11 @@ def test_slow_point_is_the_ghost_of_a_saddle_node():
     x_m = np.arctanh(1 / np.sqrt(2))
     c = -(-x_m + 2 / np.sqrt(2)) - 0.01
     starts = jnp.linspace(-3, 3, 31)[:, None]
-    slow = fp.slow_points(*rate_field(one_unit(2.0, c), jnp.zeros(0)), starts, q_tol=1e-3)
+    slow = fp.slow_points(fp.RateNetwork(*rate_field(one_unit(2.0, c), jnp.zeros(0))), starts, q_tol=1e-3)
     assert len(slow.points) == 1
     np.testing.assert_allclose(slow.points[0, 0], x_m, atol=1e-4)
     np.testing.assert_allclose(slow.q_values[0], 0.5 * 0.01 ** 2, rtol=1e-6)
-    fixed = fp.find_fixed_points(*rate_field(one_unit(2.0, c), jnp.zeros(0)), starts)
+    fixed = fp.find_fixed_points(fp.RateNetwork(*rate_field(one_unit(2.0, c), jnp.zeros(0))), starts)
     assert len(fixed.points) == 1 and fixed.points[0, 0] < 0 and fixed.is_stable[0]
 
 
@@ -140,17 +140,17 @@ def test_a_start_iterates_the_same_whichever_starts_share_its_passes():
     params = random_network(60, seed=6)  # block of 16 starts: 40 starts take several blocks per pass
     u = jnp.array([0.2, -0.4])
     starts = np.random.default_rng(7).normal(size=(40, 60))
-    full = fp.levenberg_marquardt(*rate_field(params, u), starts, max_iter=300)
+    full = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(params, u)), starts, max_iter=300)
     points, norms, n_iter = (np.asarray(a) for a in full)
     tol = fp.default_tol(jnp.float64, 60)
     converged = norms < tol
     assert 5 <= converged.sum() < 40  # some starts converge, some stall: both classes of start occur
-    backwards = fp.levenberg_marquardt(*rate_field(params, u), starts[::-1], max_iter=300)
+    backwards = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(params, u)), starts[::-1], max_iter=300)
     np.testing.assert_array_equal(np.asarray(backwards.residual_norms)[::-1] < tol, converged)
     np.testing.assert_allclose(np.asarray(backwards.points)[::-1][converged], points[converged], atol=1e-8)
     assert np.mean(np.asarray(backwards.n_iter)[::-1] == n_iter) >= 0.9  # equal up to rounding
     for i in (0, 17, 39):
-        alone = fp.levenberg_marquardt(*rate_field(params, u), starts[i:i + 1], max_iter=300)
+        alone = fp.levenberg_marquardt(fp.RateNetwork(*rate_field(params, u)), starts[i:i + 1], max_iter=300)
         assert (float(alone.residual_norms[0]) < tol) == converged[i]
         if converged[i]:
             np.testing.assert_allclose(np.asarray(alone.points)[0], points[i], atol=1e-8)
@@ -175,7 +175,7 @@ def test_finds_every_fixed_point_scipy_root_finds_from_the_same_starts():
     norms = np.linalg.norm([F(x) for x in found], axis=1)
     keep = np.flatnonzero(norms < 1e-10)
     scipy_points = found[keep][fp.deduplicate(found[keep], norms[keep], 1e-2)]
-    ours = fp.find_fixed_points(*rate_field(params, u), starts)
+    ours = fp.find_fixed_points(fp.RateNetwork(*rate_field(params, u)), starts)
     assert len(scipy_points) >= 2
     assert len(ours.points) >= len(scipy_points)
     for point in scipy_points:
@@ -184,10 +184,10 @@ def test_finds_every_fixed_point_scipy_root_finds_from_the_same_starts():
 
 
 def test_no_starts_and_float32_networks():
-    empty = fp.find_fixed_points(*rate_field(one_unit(2.0), jnp.zeros(0)), np.zeros((0, 1)))
+    empty = fp.find_fixed_points(fp.RateNetwork(*rate_field(one_unit(2.0), jnp.zeros(0))), np.zeros((0, 1)))
     assert empty.points.shape == (0, 1) and empty.n_starts == 0 and empty.n_converged == 0
     params32 = {k: v.astype(jnp.float32) for k, v in one_unit(2.0).items()}
-    result = fp.find_fixed_points(*rate_field(params32, jnp.zeros(0)), jnp.linspace(-4, 4, 41, dtype=jnp.float32)[:, None])
+    result = fp.find_fixed_points(fp.RateNetwork(*rate_field(params32, jnp.zeros(0))), jnp.linspace(-4, 4, 41, dtype=jnp.float32)[:, None])
     assert len(result.points) == 3 and result.points.dtype == np.float32
     assert np.all(result.residual_norms < fp.default_tol(jnp.float32, 1))
 

@@ -61,7 +61,7 @@ same runs) and scipy's root(method='lm', jac=DF) per start ~1.6 s; compile ~1.8 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +69,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from ..blas import single_threaded_blas
+from ..contracts import Dynamics
 from ..maths import rate_jacobian, rate_velocity, rate_velocity_vjp
 
 
@@ -109,15 +110,80 @@ NEAR = 1e-3              # ‖F‖ below which a float64 problem factors in floa
 FIXED_POINT_FTOL = 1e-5
 
 
-def _lm_problem(J, drive, tol, grad_tol, ftol, max_iter):
-    """(init, step, running) for one start; `step(s, solve_dtype)` is one LM iteration with the
-    normal matrix factored in solve_dtype, `running` the stopping test."""
+class RateNetwork(NamedTuple):
+    """F(x) = -x + J tanh(x) + c (J (N, N), drive c (N,)): the finder's fast path (module docstring)."""
+    J: jax.Array
+    drive: jax.Array
+
+
+class StateDynamics(NamedTuple):
+    """A model's dynamics (contracts.Dynamics) with its parameters, under the static input u: the
+    residual r(h) = F(h, u) for a flow, f(h, u) - h for a map, with A = ∂r/∂h formed per step
+    (analytic where the model gives one, jax.jacfwd otherwise), AᵀA + μI factored as on the fast path."""
+    dynamics: Dynamics
+    params: Any
+    u: jax.Array
+
+
+def problem(dynamics: Dynamics, params, u) -> RateNetwork | StateDynamics:
+    """What the finder solves for these dynamics under input u: the rate network where the model
+    has that form (its fast path), the general state dynamics otherwise."""
+    if dynamics.rate_field is not None:
+        J, drive = dynamics.rate_field(params, u)
+        return RateNetwork(jnp.asarray(J), jnp.asarray(drive, jnp.asarray(J).dtype).reshape(-1))
+    params = jax.tree.map(jnp.asarray, params)
+    dtype = jax.tree.leaves(params)[0].dtype
+    return StateDynamics(dynamics, params, jnp.asarray(u, dtype).reshape(-1))
+
+
+def _static_and_args(prob: RateNetwork | StateDynamics):
+    """(the static part jit keys on, the traced arrays) of a problem."""
+    if isinstance(prob, RateNetwork):
+        J = jnp.asarray(prob.J)
+        return None, (J, jnp.asarray(prob.drive, J.dtype).reshape(-1))
+    return prob.dynamics, (prob.params, prob.u)
+
+
+def field_jacobian(dynamics: Dynamics) -> Callable:
+    """∂field/∂h at (params, h, u): the model's analytic one, or forward-mode autodiff of its field."""
+    if dynamics.jacobian is not None:
+        return dynamics.jacobian
+    return jax.jacfwd(dynamics.field, argnums=1)
+
+
+def _residual_parts(static, args):
+    """(residual(x), gradient(x, f) = ∂rᵀ f, normal(x, μ, solve_dtype) = AᵀA + μI, dtype) of a problem
+    (static None: the rate network)."""
+    if static is None:
+        return _rate_parts(*args)
+    dynamics, (params, u) = static, args
+    dtype = jax.tree.leaves(params)[0].dtype
+    jac = field_jacobian(dynamics)
+    is_map = dynamics.kind == "map"
+
+    def residual(x):
+        f = dynamics.field(params, x, u)
+        return f - x if is_map else f
+
+    def gradient(x, f):
+        return jax.vjp(residual, x)[1](f)[0]
+
+    def normal(x, mu, solve_dtype):
+        a = jac(params, x, u)
+        if is_map:
+            a = a - jnp.eye(a.shape[0], dtype=a.dtype)
+        a = a.astype(solve_dtype)
+        return a.T @ a + mu.astype(solve_dtype) * jnp.eye(a.shape[0], dtype=solve_dtype)
+
+    return residual, gradient, normal, dtype
+
+
+def _rate_parts(J, drive):
+    """The rate network's residual F, gradient DFᵀF and normal matrix in O(N²) (module docstring)."""
     dtype = J.dtype
     eye = jnp.eye(J.shape[0], dtype=dtype)
     gram = J.T @ J
     J_t = J.T
-    mu_min, mu_max = 10.0 * jnp.finfo(dtype).eps, 1.0 / jnp.finfo(dtype).eps
-    alphas = jnp.asarray((1.0,) + BACKTRACK, dtype)
     # LAPACK wants the normal matrix column-major. Written as below, with Jᵀ stored (the barrier
     # stops XLA from folding (Jᵀ)ᵀ back into J) and G = Gᵀ read transposed, the fused loop that
     # writes it down the columns reads every operand along its rows (measured ~5% per step).
@@ -131,6 +197,21 @@ def _lm_problem(J, drive, tol, grad_tol, ftol, max_iter):
     def gradient(x, f):  # ∇q = DFᵀ F
         return rate_velocity_vjp(x, J, f)
 
+    def normal(x, mu, solve_dtype):
+        d = (1.0 - jnp.tanh(x) ** 2).astype(solve_dtype)
+        jt, j, g, e = consts[jnp.dtype(solve_dtype)]
+        return e - jt.T * d[None, :] - d[:, None] * j.T + d[:, None] * g.T * d[None, :] + mu.astype(solve_dtype) * e
+
+    return residual, gradient, normal, dtype
+
+
+def _lm_problem(static, args, tol, grad_tol, ftol, max_iter):
+    """(init, step, running) for one start; `step(s, solve_dtype)` is one LM iteration with the
+    normal matrix factored in solve_dtype, `running` the stopping test."""
+    residual, gradient, normal, dtype = _residual_parts(static, args)
+    mu_min, mu_max = 10.0 * jnp.finfo(dtype).eps, 1.0 / jnp.finfo(dtype).eps
+    alphas = jnp.asarray((1.0,) + BACKTRACK, dtype)
+
     def init(x0):
         f0 = residual(x0)
         return _State(x0, f0, jnp.linalg.norm(f0), jnp.linalg.norm(gradient(x0, f0)), jnp.asarray(MU_INIT, dtype),
@@ -140,13 +221,8 @@ def _lm_problem(J, drive, tol, grad_tol, ftol, max_iter):
         return (s.norm >= tol) & (s.grad_norm >= grad_tol) & (s.mu < mu_max) & ~s.stalled & (s.n_iter < max_iter)
 
     def step(s: _State, solve_dtype) -> _State:
-        d = 1.0 - jnp.tanh(s.x) ** 2
         grad = gradient(s.x, s.f)
-        jt, j, g, e = consts[jnp.dtype(solve_dtype)]
-        dl = d.astype(solve_dtype)
-        normal = (e - jt.T * dl[None, :] - dl[:, None] * j.T + dl[:, None] * g.T * dl[None, :]
-                  + s.mu.astype(solve_dtype) * e)
-        chol = jax.lax.linalg.cholesky(normal, symmetrize_input=False)  # NaN where not positive definite
+        chol = jax.lax.linalg.cholesky(normal(s.x, s.mu, solve_dtype), symmetrize_input=False)  # NaN where not positive definite
         if jnp.dtype(solve_dtype) == jnp.dtype(dtype):
             delta = -cho_solve((chol, True), grad)
         else:  # scaled so that float32 neither under- nor overflows
@@ -186,8 +262,8 @@ def _block_size(n_units: int, n_starts: int) -> int:
     return max(1, min(n_starts, block))
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "block"))
-def _lm_batch(J, drive, starts, tol, grad_tol, ftol, max_iter, block):
+@functools.partial(jax.jit, static_argnames=("static", "max_iter", "block"))
+def _lm_batch(static, args, starts, tol, grad_tol, ftol, max_iter, block):
     """All starts in one while loop that steps `block` running starts per pass (vmapped), each
     start's own iteration being unaffected by which others share its pass.
 
@@ -196,7 +272,7 @@ def _lm_batch(J, drive, starts, tol, grad_tol, ftol, max_iter, block):
     at least `block` running starts, else the larger one. Rows of the block that have stopped or
     belong to the other class keep their state (masked), so stopped points never move.
     """
-    init, step, running = _lm_problem(J, drive, tol, grad_tol, ftol, max_iter)
+    init, step, running = _lm_problem(static, args, tol, grad_tol, ftol, max_iter)
     n_starts, n = starts.shape
     if n_starts == 0:
         return starts, jnp.zeros(0, starts.dtype), jnp.zeros(0, jnp.int32)
@@ -253,21 +329,31 @@ def _default_ftol(dtype) -> float:
     return max(1e-6, 100 * float(jnp.finfo(dtype).eps))
 
 
-def levenberg_marquardt(J, drive, starts, *, tol: float | None = None, grad_tol: float = 0.0,
-                        ftol: float | None = None, max_iter: int = 200) -> LMResult:
-    """Minimise q = ½‖F‖² from every row of `starts` (S, N) at once, each start stopping on its own
-    when ‖F‖ < tol, ‖∇q‖ < grad_tol, an accepted step lowers ‖F‖ by less than ftol·‖F‖ (a local
-    minimum of q that is not a root: there Gauss–Newton crawls; default max(1e-6, 100 ε)), μ > 1/ε
-    (no step lowers ‖F‖ any more) or after max_iter. Returns once the search is done (with OpenBLAS
-    held to one thread meanwhile, see `blas.single_threaded_blas`)."""
-    J = jnp.asarray(J)
-    drive = jnp.asarray(drive, J.dtype).reshape(-1)
-    starts = jnp.asarray(starts, J.dtype)
-    tol = default_tol(J.dtype, J.shape[0]) if tol is None else tol
-    ftol = _default_ftol(J.dtype) if ftol is None else ftol
-    block = _block_size(J.shape[0], starts.shape[0])
+def _dtype(prob) -> Any:
+    return jnp.asarray(prob.J).dtype if isinstance(prob, RateNetwork) else jax.tree.leaves(prob.params)[0].dtype
+
+
+def _n_state(prob, starts) -> int:
+    return np.shape(prob.J)[0] if isinstance(prob, RateNetwork) else int(np.shape(starts)[-1])
+
+
+def levenberg_marquardt(prob: RateNetwork | StateDynamics, starts, *, tol: float | None = None,
+                        grad_tol: float = 0.0, ftol: float | None = None, max_iter: int = 200) -> LMResult:
+    """Minimise q = ½‖r‖² from every row of `starts` (S, N) at once (r: F for a rate network or a flow,
+    f(h) - h for a map), each start stopping on its own when ‖r‖ < tol, ‖∇q‖ < grad_tol, an accepted
+    step lowers ‖r‖ by less than ftol·‖r‖ (a local minimum of q that is not a root: there Gauss–Newton
+    crawls; default max(1e-6, 100 ε)), μ > 1/ε (no step lowers ‖r‖ any more) or after max_iter.
+    Returns once the search is done (with OpenBLAS held to one thread meanwhile, see
+    `blas.single_threaded_blas`)."""
+    dtype = _dtype(prob)
+    starts = jnp.asarray(starts, dtype)
+    n = _n_state(prob, starts)
+    tol = default_tol(dtype, n) if tol is None else tol
+    ftol = _default_ftol(dtype) if ftol is None else ftol
+    block = _block_size(n, starts.shape[0])
+    static, args = _static_and_args(prob)
     with single_threaded_blas():  # held until the search is done: it runs on XLA's threads
-        return LMResult(*jax.block_until_ready(_lm_batch(J, drive, starts, tol, grad_tol, ftol, int(max_iter),
+        return LMResult(*jax.block_until_ready(_lm_batch(static, args, starts, tol, grad_tol, ftol, int(max_iter),
                                                          block)))
 
 
@@ -283,54 +369,150 @@ def deduplicate(points: np.ndarray, scores: np.ndarray, radius: float) -> np.nda
     return np.array(kept, dtype=int)
 
 
-_jacobians = jax.jit(jax.vmap(rate_jacobian, in_axes=(None, 0)))
+def distance_outliers(points: np.ndarray, starts: np.ndarray, scale: float) -> np.ndarray:
+    """FixedPointFinder's distance test: True where a point lies farther than `scale` times the starts'
+    mean distance from their centroid, measured from that centroid."""
+    centroid = np.mean(starts, axis=0)
+    spread = max(float(np.mean(np.linalg.norm(starts - centroid, axis=1))), np.finfo(float).tiny)
+    return np.linalg.norm(np.asarray(points) - centroid, axis=1) > scale * spread
 
 
-def jacobian_eigenvalues(J, points) -> np.ndarray:
-    """Eigenvalues (K, N) of DF at each point, on the host, each row sorted by descending real part."""
+_rate_jacobians = jax.jit(jax.vmap(rate_jacobian, in_axes=(None, 0)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _state_jacobians(dynamics: Dynamics, argnum: int, params, u, points):
+    return jax.vmap(jax.jacfwd(dynamics.field, argnums=argnum) if argnum == 2 or dynamics.jacobian is None
+                    else dynamics.jacobian, in_axes=(None, 0, None))(params, points, u)
+
+
+def linearisations(prob: RateNetwork | StateDynamics, points) -> np.ndarray:
+    """The linearisation (K, N, N) at each point: DF of a rate network or flow, ∂f/∂h of a map."""
     points = np.asarray(points)
-    n = np.shape(J)[0]
+    dtype = _dtype(prob)
+    n = _n_state(prob, points)
     if len(points) == 0:
-        return np.zeros((0, n), complex)
-    jacobians = np.asarray(_jacobians(jnp.asarray(J), jnp.asarray(points, jnp.asarray(J).dtype)))
+        return np.zeros((0, n, n))
+    if isinstance(prob, RateNetwork):
+        return np.asarray(_rate_jacobians(jnp.asarray(prob.J), jnp.asarray(points, dtype)))
+    return np.asarray(_state_jacobians(prob.dynamics, 1, prob.params, prob.u, jnp.asarray(points, dtype)))
+
+
+def input_jacobians(dynamics: Dynamics, params, u, points) -> np.ndarray:
+    """∂field/∂u (K, N, n_in) at each point under the static input u (FixedPointFinder's dF/du)."""
+    prob = problem(dynamics._replace(rate_field=None), params, u)
+    points = np.asarray(points)
+    if len(points) == 0:
+        return np.zeros((0, points.shape[-1], prob.u.size))
+    return np.asarray(_state_jacobians(prob.dynamics, 2, prob.params, prob.u,
+                                       jnp.asarray(points, _dtype(prob))))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _readouts(readout: Callable, params, u, points):
+    return jax.vmap(readout, in_axes=(None, 0, None))(params, points, u)
+
+
+def readouts(dynamics: Dynamics, params, u, points) -> np.ndarray:
+    """The outputs (K, n_out) the network gives at each point under input u (contracts.Dynamics.readout)."""
+    points = np.asarray(points)
+    dtype = jax.tree.leaves(params)[0].dtype
+    u = jnp.asarray(u, dtype).reshape(-1)
+    if len(points) == 0:
+        n_out = jax.eval_shape(dynamics.readout, params, jnp.zeros(points.shape[-1], dtype), u).shape[-1]
+        return np.zeros((0, n_out))
+    return np.asarray(_readouts(dynamics.readout, params, u, jnp.asarray(points, dtype)))
+
+
+def kind_of(prob: RateNetwork | StateDynamics) -> str:
+    return "flow" if isinstance(prob, RateNetwork) else prob.dynamics.kind
+
+
+def growth(values: np.ndarray, kind: str) -> np.ndarray:
+    """How fast each eigenvalue's mode grows: Re λ for a flow, |λ| − 1 for a map (> 0: unstable)."""
+    return np.asarray(values).real if kind == "flow" else np.abs(values) - 1.0
+
+
+def jacobian_eigenvalues(prob: RateNetwork | StateDynamics, points) -> np.ndarray:
+    """Eigenvalues (K, N) of the linearisation at each point, on the host, each row sorted by
+    descending growth (Re λ for a flow, |λ| for a map)."""
+    jacobians = linearisations(prob, points)
+    if len(jacobians) == 0:
+        return np.zeros(jacobians.shape[:2], complex)
     with single_threaded_blas():
         values = np.linalg.eigvals(jacobians.astype(np.float64))
-    order = np.argsort(-values.real, axis=1, kind="stable")
+    order = np.argsort(-growth(values, kind_of(prob)), axis=1, kind="stable")
     return np.take_along_axis(values, order, axis=1)
 
 
+# what became of each start (FixedPoints.start_outcome)
+CONVERGED, NOT_CONVERGED, DISTANCE_OUTLIER = 0, 1, 2
+
+
 class FixedPoints(NamedTuple):
-    """Unique fixed points, sorted by residual, with the spectrum of DF at each."""
+    """Unique fixed points, sorted by residual, with the spectrum of the linearisation at each, and
+    what became of every start (FixedPointFinder's per-start report)."""
     points: np.ndarray          # (K, N)
-    residual_norms: np.ndarray  # (K,) ‖F‖
-    eigenvalues: np.ndarray     # (K, N) complex, each row by descending real part
-    n_unstable: np.ndarray      # (K,) eigenvalues with Re > 0
-    is_stable: np.ndarray       # (K,) every eigenvalue has Re < 0
-    n_converged: int            # starts that reached ‖F‖ < tol (before deduplication)
+    residual_norms: np.ndarray  # (K,) ‖r‖
+    eigenvalues: np.ndarray     # (K, N) complex, each row by descending growth
+    n_unstable: np.ndarray      # (K,) eigenvalues that grow (Re λ > 0 for a flow, |λ| > 1 for a map)
+    is_stable: np.ndarray       # (K,) no eigenvalue grows or is marginal
+    n_converged: int            # starts that reached ‖r‖ < tol (before deduplication)
     n_starts: int
+    kind: str = "flow"
+    start_q: np.ndarray | None = None       # (S,) q = ½‖r‖² where each start stopped
+    start_n_iter: np.ndarray | None = None  # (S,) iterations it ran (both rounds with a rerun)
+    start_outcome: np.ndarray | None = None  # (S,) CONVERGED | NOT_CONVERGED | DISTANCE_OUTLIER
+    n_rerun: int = 0                        # starts run again as q outliers
 
     def unstable_frequencies(self) -> list[np.ndarray]:
-        """Per point, Im λ of the eigenvalues with Re λ > 0 (rad per unit time; ± pairs both listed)."""
-        return [values.imag[values.real > 0] for values in self.eigenvalues]
+        """Per point, the angular frequency per unit time of the growing eigenvalues (Im λ for a flow,
+        arg λ per step for a map; ± pairs both listed; divide by the time constant for rad per time)."""
+        grow = growth(self.eigenvalues, self.kind) > 0
+        angle = self.eigenvalues.imag if self.kind == "flow" else np.angle(self.eigenvalues)
+        return [a[g] for a, g in zip(angle, grow)]
 
 
-def find_fixed_points(J, drive, starts, *, tol: float | None = None, max_iter: int = 200,
-                      dedup_radius: float = 1e-2) -> FixedPoints:
-    """Fixed points F(x) = 0 reached by Levenberg–Marquardt from the starts (S, N); keeps those with
-    ‖F‖ < tol (default from the dtype, see `default_tol`), merges those within dedup_radius. Starts
-    stall out at ftol = FIXED_POINT_FTOL (only roots are wanted here; see there)."""
-    J = jnp.asarray(J)
-    tol = default_tol(J.dtype, J.shape[0]) if tol is None else tol
-    ftol = max(FIXED_POINT_FTOL, _default_ftol(J.dtype))
-    result = levenberg_marquardt(J, drive, starts, tol=tol, ftol=ftol, max_iter=max_iter)
-    points, norms = np.asarray(result.points), np.asarray(result.residual_norms)
-    converged = np.flatnonzero(norms < tol)
+def find_fixed_points(prob: RateNetwork | StateDynamics, starts, *, tol: float | None = None, max_iter: int = 200,
+                      dedup_radius: float = 1e-2, outlier_distance_scale: float | None = None,
+                      rerun_q_outliers: float | None = None) -> FixedPoints:
+    """Fixed points (r(x) = 0) reached by Levenberg–Marquardt from the starts (S, N); keeps those with
+    ‖r‖ < tol (default from the dtype, see `default_tol`), merges those within dedup_radius. Starts
+    stall out at ftol = FIXED_POINT_FTOL (only roots are wanted here; see there).
+
+    As FixedPointFinder offers: `rerun_q_outliers` (its outlier_q_scale): starts that did not converge
+    with q above this multiple of the median q run again, max_iter more iterations from where they
+    stopped; `outlier_distance_scale`: converged points farther from the starts' centroid than this
+    multiple of the starts' mean distance to it are dropped (distance_outliers)."""
+    dtype = _dtype(prob)
+    starts = np.asarray(starts)
+    tol = default_tol(dtype, _n_state(prob, starts)) if tol is None else tol
+    ftol = max(FIXED_POINT_FTOL, _default_ftol(dtype))
+    result = levenberg_marquardt(prob, starts, tol=tol, ftol=ftol, max_iter=max_iter)
+    points, norms = np.array(result.points), np.array(result.residual_norms)
+    n_iter = np.array(result.n_iter)
+    q = 0.5 * norms ** 2
+    rerun = np.zeros(0, int)
+    if rerun_q_outliers is not None and len(q):
+        rerun = np.flatnonzero((norms >= tol) & (q > rerun_q_outliers * np.median(q)))
+        if rerun.size:
+            again = levenberg_marquardt(prob, points[rerun], tol=tol, ftol=ftol, max_iter=max_iter)
+            points[rerun], norms[rerun] = np.asarray(again.points), np.asarray(again.residual_norms)
+            n_iter[rerun] += np.asarray(again.n_iter)
+            q = 0.5 * norms ** 2
+    outcome = np.where(norms < tol, CONVERGED, NOT_CONVERGED)
+    if outlier_distance_scale is not None and len(starts):
+        outcome[(outcome == CONVERGED) & distance_outliers(points, starts, outlier_distance_scale)] = DISTANCE_OUTLIER
+    converged = np.flatnonzero(outcome == CONVERGED)
     unique = converged[deduplicate(points[converged], norms[converged], dedup_radius)]
-    eigenvalues = jacobian_eigenvalues(J, points[unique])
+    eigenvalues = jacobian_eigenvalues(prob, points[unique])
+    kind = kind_of(prob)
+    grows = growth(eigenvalues, kind)
     return FixedPoints(
         points=points[unique], residual_norms=norms[unique], eigenvalues=eigenvalues,
-        n_unstable=np.sum(eigenvalues.real > 0, axis=1), is_stable=np.all(eigenvalues.real < 0, axis=1),
-        n_converged=int(converged.size), n_starts=int(points.shape[0]))
+        n_unstable=np.sum(grows > 0, axis=1), is_stable=np.all(grows < 0, axis=1),
+        n_converged=int(np.sum(norms < tol)), n_starts=int(points.shape[0]), kind=kind,
+        start_q=q, start_n_iter=n_iter, start_outcome=outcome, n_rerun=int(rerun.size))
 
 
 class SlowPoints(NamedTuple):
@@ -340,15 +522,15 @@ class SlowPoints(NamedTuple):
     n_starts: int
 
 
-def slow_points(J, drive, starts, *, q_tol: float, tol: float | None = None,
+def slow_points(prob: RateNetwork | StateDynamics, starts, *, q_tol: float, tol: float | None = None,
                 grad_tol: float | None = None, max_iter: int = 300, dedup_radius: float = 1e-2) -> SlowPoints:
-    """Local minima of q(x) = ½‖F(x)‖² that are not fixed points: Levenberg–Marquardt on F from the
-    starts, each stopping when ‖∇q‖ = ‖DFᵀF‖ < grad_tol (default tol²: far below any gradient seen
-    away from a minimum) or ‖F‖ < tol; keeps q < q_tol with ‖F‖ ≥ tol, merged within dedup_radius."""
-    J = jnp.asarray(J)
-    tol = default_tol(J.dtype, J.shape[0]) if tol is None else tol
-    grad_tol = max(tol * tol, float(jnp.finfo(J.dtype).tiny)) if grad_tol is None else grad_tol
-    result = levenberg_marquardt(J, drive, starts, tol=tol, grad_tol=grad_tol, max_iter=max_iter)
+    """Local minima of q(x) = ½‖r(x)‖² that are not fixed points: Levenberg–Marquardt on r from the
+    starts, each stopping when ‖∇q‖ = ‖∂rᵀr‖ < grad_tol (default tol²: far below any gradient seen
+    away from a minimum) or ‖r‖ < tol; keeps q < q_tol with ‖r‖ ≥ tol, merged within dedup_radius."""
+    dtype = _dtype(prob)
+    tol = default_tol(dtype, _n_state(prob, starts)) if tol is None else tol
+    grad_tol = max(tol * tol, float(jnp.finfo(dtype).tiny)) if grad_tol is None else grad_tol
+    result = levenberg_marquardt(prob, starts, tol=tol, grad_tol=grad_tol, max_iter=max_iter)
     points, norms = np.asarray(result.points), np.asarray(result.residual_norms)
     q = 0.5 * norms ** 2
     slow = np.flatnonzero((q < q_tol) & (norms >= tol))

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from dataclasses import dataclass
 
 from ..components import ModelComponent, check, positive
-from ..contracts import Model, Params
-from ..maths import rate_velocity, sparsity_mask
+from ..contracts import Dynamics, Model, Params
+from ..maths import rate_jacobian, rate_velocity, sparsity_mask
 
 
 def _forward(alpha: float, J: jax.Array, drive: jax.Array, x0: jax.Array) -> jax.Array:
@@ -92,7 +92,7 @@ class CTRNN(ModelComponent):
     traced = ("sparsity", "gain")
     inputs = ("sequence",)
     has_rates = True
-    rate_dynamics = True
+    has_dynamics = True
     size_keys = ("model.n_units",)
 
     def check(self, parts) -> None:
@@ -116,6 +116,23 @@ class CTRNN(ModelComponent):
 def rate_field(params: Params, u) -> tuple[jax.Array, jax.Array]:
     """(J, c = B u + b_x): F(x) = -x + J tanh(x) + c under the static input u (maths.rate_velocity)."""
     return params["J"], params["B"] @ jnp.asarray(u, params["B"].dtype).reshape(-1) + params["b_x"]
+
+
+def velocity(params: Params, x, u) -> jax.Array:
+    """F(x, u) = -x + J tanh(x) + B u + b_x = τ ẋ at one state x (N,)."""
+    J, c = rate_field(params, u)
+    return rate_velocity(x, J.T, c)
+
+
+def velocity_jacobian(params: Params, x, u) -> jax.Array:
+    """DF(x) = -I + J diag(1 - tanh² x), analytic (maths.rate_jacobian)."""
+    return rate_jacobian(params["J"], x)
+
+
+def dynamics(tau: float) -> Dynamics:
+    """The CTRNN's flow F = τ ẋ, its analytic Jacobian and its rate-network form (the finder's fast path)."""
+    return Dynamics(kind="flow", field=velocity, time_constant=float(tau), jacobian=velocity_jacobian,
+                    rate_field=rate_field, readout=lambda params, x, u: params["w"] @ jnp.tanh(x) + params["b_z"])
 
 
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
@@ -146,4 +163,4 @@ def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
         return outputs, states
 
     return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",), rates=jnp.tanh,
-                 rate_field=rate_field, time_constant=float(cfg.tau), weights=("J",))
+                 dynamics=dynamics(cfg.tau), weights=("J",))
