@@ -36,12 +36,14 @@ def host(params) -> dict[str, np.ndarray]:
 
 class SpectrumProbe(Probe):
     """eig(recurrent(params)) with its step at every sample (when `track`), and of the best parameters
-    at the end (final_eigenvalues, spectral_radius = max |λ|); nothing for a model without recurrence."""
+    at the end (final_eigenvalues, spectral_radius = max |λ|); nothing for a model without recurrence.
+    `of`: what the matrix is, recorded as eig_of when it is not a rate network's J ("map": a cell's ∂f/∂h
+    at h = 0, whose origin is stable inside the unit circle, not left of Re λ = 1)."""
 
     checkpointed = ("steps", "values")
 
-    def __init__(self, recurrent: Callable, track: bool = True):
-        self.recurrent, self.track = recurrent, track
+    def __init__(self, recurrent: Callable, track: bool = True, of: str | None = None):
+        self.recurrent, self.track, self.of = recurrent, track, of
         self.steps: list[int] = []
         self.values: list[np.ndarray] = []
         self.final: np.ndarray | None = None
@@ -60,7 +62,8 @@ class SpectrumProbe(Probe):
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"eig_steps": np.array(self.steps), "eig_values": np.stack(self.values)} if self.steps else {}
-        return {**out, **({"final_eigenvalues": self.final} if self.final is not None else {})}
+        out.update({"final_eigenvalues": self.final} if self.final is not None else {})
+        return {**out, "eig_of": np.asarray(self.of)} if out and self.of == "map" else out
 
     def metrics(self) -> dict[str, Any]:
         return {"spectral_radius": float(np.max(np.abs(self.final)))} if self.final is not None else {}
@@ -250,7 +253,9 @@ class Analysis(AnalysisComponent):
 
     def probes(self, trainer) -> list[Probe]:
         a = self.group_cfg
-        probes: list[Probe] = [SpectrumProbe(trainer.model.recurrent, track=bool(a.enabled))]
+        dynamics = trainer.model.dynamics
+        probes: list[Probe] = [SpectrumProbe(trainer.model.recurrent, track=bool(a.enabled),
+                                             of=None if dynamics is None else dynamics.kind)]
         if not a.enabled:
             return probes
         settings = self.settings()

@@ -200,3 +200,68 @@ def test_blas_runs_on_one_thread_inside_and_is_restored_after():
     with blas.single_threaded_blas():
         assert [get() for get, _ in controls] == [1] * len(controls)
     assert [get() for get, _ in controls] == before
+
+
+def test_the_general_path_finds_what_the_rate_networks_fast_path_finds():
+    """The CTRNN's flow solved as a general problem (its analytic Jacobian hidden: jax.jacfwd of F, the
+    normal matrix AᵀA formed per step) gives the fast path's fixed points, residuals and spectra."""
+    from rnn_sparsity.models import ctrnn
+
+    params = random_network(30, gain=2.0, seed=4)
+    u = np.array([0.2, -0.4])
+    starts = np.random.default_rng(5).normal(size=(40, 30)) * 2
+    fast = fp.find_fixed_points(fp.problem(ctrnn.dynamics(1.0), params, u), starts)
+    general = fp.find_fixed_points(fp.problem(ctrnn.dynamics(1.0)._replace(rate_field=None, jacobian=None), params, u),
+                                   starts)
+    assert isinstance(fp.problem(ctrnn.dynamics(1.0), params, u), fp.RateNetwork)
+    assert len(fast.points) >= 3 and len(general.points) == len(fast.points)
+    order_fast, order_general = np.lexsort(fast.points.T), np.lexsort(general.points.T)
+    np.testing.assert_allclose(general.points[order_general], fast.points[order_fast], atol=1e-8)
+    np.testing.assert_allclose(general.eigenvalues[order_general], fast.eigenvalues[order_fast], atol=1e-8)
+
+
+def test_input_jacobians_and_readouts_at_fixed_points_are_the_ctrnns_own():
+    """∂F/∂u = B at every state, and the readout w tanh(x) + b_z, for the CTRNN (contracts.Dynamics)."""
+    from rnn_sparsity.models import ctrnn
+
+    params = {**random_network(12, seed=6, n_in=3), "w": jnp.asarray(np.random.default_rng(7).normal(size=(2, 12))),
+              "b_z": jnp.array([0.1, -0.2])}
+    points = np.random.default_rng(8).normal(size=(5, 12))
+    dyn = ctrnn.dynamics(1.0)
+    np.testing.assert_allclose(fp.input_jacobians(dyn, params, np.ones(3), points),
+                               np.broadcast_to(params["B"], (5, 12, 3)), atol=1e-12)
+    np.testing.assert_allclose(fp.readouts(dyn, params, np.ones(3), points),
+                               np.tanh(points) @ np.asarray(params["w"]).T + np.asarray(params["b_z"]), atol=1e-12)
+    assert fp.input_jacobians(dyn, params, np.ones(3), points[:0]).shape == (0, 12, 3)
+
+
+def test_distance_outliers_are_dropped_and_reported_per_start():
+    """FixedPointFinder's test: starts near x* = 1.9 (w = 2) and one at -3; the point -x* it converges to
+    lies 9.5 spreads from the starts' centroid, so scale 5 drops it (outcome DISTANCE_OUTLIER) and 20 keeps it."""
+    w = 2.0
+    x_star = brentq(lambda x: -x + w * np.tanh(x), 0.5, 5.0)
+    starts = np.r_[np.linspace(1.7, 2.3, 30), -3.0][:, None]
+    prob = fp.RateNetwork(*rate_field(one_unit(w), jnp.zeros(0)))
+    kept = fp.find_fixed_points(prob, starts, outlier_distance_scale=20.0)
+    dropped = fp.find_fixed_points(prob, starts, outlier_distance_scale=5.0)
+    np.testing.assert_allclose(np.sort(kept.points[:, 0]), [-x_star, x_star], atol=1e-9)
+    np.testing.assert_allclose(dropped.points[:, 0], [x_star], atol=1e-9)
+    assert dropped.start_outcome[-1] == fp.DISTANCE_OUTLIER and np.all(dropped.start_outcome[:-1] == fp.CONVERGED)
+    assert np.all(kept.start_outcome == fp.CONVERGED) and kept.n_converged == dropped.n_converged == 31
+
+
+def test_q_outliers_run_again_from_where_they_stopped():
+    """With 3 iterations the far starts stop unconverged with large q; rerun_q_outliers gives exactly those
+    (q above 10 × the median q) max_iter more from where they stopped, and lowers their q; the rest are untouched."""
+    params = random_network(20, gain=1.8, seed=9)
+    prob = fp.RateNetwork(*rate_field(params, np.zeros(2)))
+    starts = np.random.default_rng(10).normal(size=(30, 20)) * np.r_[np.full(20, 0.1), np.full(10, 4.0)][:, None]
+    once = fp.find_fixed_points(prob, starts, max_iter=3)
+    again = fp.find_fixed_points(prob, starts, max_iter=3, rerun_q_outliers=10.0)
+    outliers = (once.start_outcome == fp.NOT_CONVERGED) & (once.start_q > 10 * np.median(once.start_q))
+    assert outliers.sum() >= 3 and again.n_rerun == outliers.sum()
+    assert np.all(again.start_n_iter[outliers] > 3) and np.all(again.start_n_iter[~outliers] == once.start_n_iter[~outliers])
+    assert again.n_converged >= once.n_converged
+    assert np.all(again.start_q[outliers] <= once.start_q[outliers])  # LM never accepts a step that raises q
+    assert np.median(again.start_q[outliers] / once.start_q[outliers]) < 0.1  # the extra iterations went somewhere
+    np.testing.assert_array_equal(again.start_q[~outliers], once.start_q[~outliers])

@@ -43,3 +43,22 @@ def test_trained_flipflop_network_has_eight_stable_fixed_points_at_the_corners(t
     corners = {tuple(row) for row in np.sign(readout).astype(int)}
     assert corners == set(itertools.product((-1, 1), repeat=3))
     assert np.all(np.abs(readout) > 0.8)  # near the corners, not just on the right side
+
+
+@pytest.mark.slow  # a GRU or LSTM trained to the corners in float64 (~30 s each cold)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_trained_gru_and_lstm_have_eight_stable_fixed_points_at_the_corners(tmp_path, cell):
+    """sweeps=flipflop_cells (FixedPointFinder's example: 16 units, 1024 noisy starts from the trials'
+    states), seed 0: the cell's map h' = f(h, 0) has exactly 8 stable fixed points (|λ| < 1), true ones
+    (‖f(h) − h‖ < 1e-10), whose readouts are the 8 corners of the output cube, with saddles between."""
+    cfg = compose_cfg("sweeps=flipflop_cells", f"model={cell}", "seed=0", "analysis.figures=false", tiny=False)
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "completed" and metrics["bit_accuracy"] > 0.99
+    arrays = artifacts.read_arrays(tmp_path / artifacts.ANALYSIS)
+    stable = arrays["fp_is_stable"]
+    assert metrics["n_stable_fixed_points"] == 8 and metrics["n_unstable_fixed_points"] >= 1
+    assert np.all(arrays["fp_residual_norms"] < 1e-10)
+    assert np.all(np.abs(arrays["fp_eigenvalues"][stable]) < 1) and str(arrays["dynamics_kind"]) == "map"
+    readout = arrays["fp_outputs"][stable]
+    assert {tuple(row) for row in np.sign(readout).astype(int)} == set(itertools.product((-1, 1), repeat=3))
+    assert np.all(np.abs(readout) > 0.8)

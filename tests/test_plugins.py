@@ -83,3 +83,50 @@ def test_a_users_yaml_is_typed_against_its_schema_and_completed():
         cfg.task = {"_target_": "toy_plugin.ToyTask", "name": "toy"}  # n_points and seed left out
     validate(cfg)
     assert cfg.task.n_points == 64 and cfg.task.seed == 0
+
+
+@pytest.mark.slow  # a real multirun of two trainings and their analysis (~35 s)
+def test_a_researchers_own_cell_trains_on_flipflop_and_its_fixed_points_are_found_and_drawn(tmp_path):
+    """toy_plugin.LeakyTanhCell through model=flax_rnn (its YAML in a folder, its recurrent kernel named
+    there): a real vmapped multirun on the 3-bit flip-flop with analysis=dynamics; each run's fixed points
+    are true ones of the cell's own map (checked here with the cell itself), stable and unstable, and drawn."""
+    import jax
+    import jax.numpy as jnp
+    from toy_plugin import LeakyTanhCell
+
+    from rnn_sparsity.models.cells import cell_model
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "rnn_sparsity", "-m", f"hydra.searchpath=[file://{PLUGIN_CONF}]", "model=leaky_cell",
+         "task=flipflop", "analysis=dynamics", "optimizer=adam", "optimizer.steps=1500", "optimizer.lr=1e-2",
+         "model.sparsity=0.2", "precision=float64", "seed=0,1", "hydra/launcher=vmap", "progress=false",
+         f"hydra.sweep.dir={sweep}"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = find_run_dirs([sweep])
+    assert len(runs) == 2
+    with jax.enable_x64(True):
+        check_cell_runs(runs, cell_model(LeakyTanhCell(features=16, alpha=0.5), 3, 3, jnp.float64,
+                                         recurrent=("cell/rec/kernel",)))
+
+
+def check_cell_runs(runs, model) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    for run_dir in runs:
+        metrics = artifacts.read_metrics(run_dir)
+        assert metrics["status"] == "completed" and metrics["bit_accuracy"] > 0.99
+        params = {k: jnp.asarray(v) for k, v in artifacts.read_params(run_dir).items() if "/" in k
+                  and not k.startswith(("init/", "mask/"))}
+        mask = artifacts.read_params(run_dir, artifacts.MASK)["cell/rec/kernel"]
+        assert 0.1 < 1 - mask.mean() < 0.3 and np.all(params["cell/rec/kernel"][mask == 0] == 0)  # s = 0.2 held
+        analysis = np.load(run_dir / artifacts.ANALYSIS)
+        points = analysis["fp_points"]
+        residual = jax.vmap(lambda h: model.dynamics.field(params, h, jnp.zeros(3)) - h)(jnp.asarray(points))
+        assert len(points) >= 2 and float(jnp.max(jnp.linalg.norm(residual, axis=1))) < 1e-8
+        assert analysis["fp_is_stable"].any() and (~analysis["fp_is_stable"]).any()  # memories and saddles
+        assert np.sum(analysis["fp_start_outcome"] == 0) == metrics["n_converged_starts"]  # the per-start report
+        for figure in ("pc_space.png", "jacobian_eigenvalues.png"):
+            assert (run_dir / "figures" / figure).stat().st_size > 0

@@ -94,7 +94,8 @@ def cell_model(cell: nn.Module, n_inputs: int, n_outputs: int, dtype, *, recurre
         """inputs (T, B, n_in) -> outputs (T, B, n_out), states (T, B, N): the flat carry after each step."""
         cell_params, readout_params = split(params)
         carry = cell.initialize_carry(key0, inputs.shape[1:])
-        carry = jax.tree.map(lambda leaf: leaf.astype(inputs.dtype), carry)
+        dtype_ = jnp.result_type(inputs.dtype, *(v.dtype for v in jax.tree.leaves(cell_params)))
+        carry = jax.tree.map(lambda leaf: leaf.astype(dtype_), carry)  # the step's own dtype: scan keeps it
 
         def body(carry, u):
             carry, y = step(cell_params, carry, u)

@@ -53,14 +53,25 @@ def draw_spectrum(ax: plt.Axes, analysis: dict[str, np.ndarray], norm: Normalize
     final = analysis["final_eigenvalues"]
     ax.scatter(final.real, final.imag, s=30, facecolors=HOLLOW, edgecolors="crimson", linewidths=1,
                label="final")
-    complex_plane_guides(ax)
+    complex_plane_guides(ax, line_label=None if spectrum_of(analysis) == "map" else "Re λ = 1")
     return points
 
 
-def complex_plane_guides(ax: plt.Axes, line_label: str = "Re λ = 1") -> None:
-    """The line Re λ = 1 (where J's eigenvalues destabilise the origin of x' = -x + J f(x)), the unit
-    circle for scale, axis labels and equal aspect, for eigenvalues of J in the complex plane."""
-    ax.axvline(1.0, color="k", ls=":", lw=1, label=line_label)
+def spectrum_of(analysis: dict[str, np.ndarray]) -> str:
+    """What the tracked spectrum is of: "J" (a rate network's connectivity) or "map" (a cell's ∂f/∂h at 0)."""
+    return str(analysis["eig_of"]) if "eig_of" in analysis else "J"
+
+
+def spectrum_title(analysis: dict[str, np.ndarray]) -> str:
+    return "∂f/∂h at h = 0" if spectrum_of(analysis) == "map" else "J"
+
+
+def complex_plane_guides(ax: plt.Axes, line_label: str | None = "Re λ = 1") -> None:
+    """The line Re λ = 1 (where J's eigenvalues destabilise the origin of x' = -x + J f(x); None: not
+    drawn, for a map, whose origin is stable inside the unit circle), the unit circle, axis labels and
+    equal aspect, for eigenvalues in the complex plane."""
+    if line_label is not None:
+        ax.axvline(1.0, color="k", ls=":", lw=1, label=line_label)
     ax.add_patch(Circle((0, 0), 1.0, fill=False, ls="--", lw=0.8, color="0.5", label="unit circle"))
     ax.set(xlabel="Re λ", ylabel="Im λ")
     ax.set_aspect("equal")

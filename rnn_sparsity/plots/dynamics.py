@@ -5,8 +5,10 @@
   pc_space.png              trajectories (one colour per condition) and fixed points in PC1–PC3: stable
                             filled, unstable open with a short segment along the leading unstable
                             direction; slow points as small grey dots
-  jacobian_eigenvalues.png  eigenvalues of DF at every fixed point in the complex plane, coloured by the
-                            condition (ω_j on the sine task) the point was found under, and the line Re λ = 0
+  jacobian_eigenvalues.png  eigenvalues of the linearisation at every fixed point in the complex plane,
+                            coloured by the condition (ω_j on the sine task) the point was found under,
+                            with the stability boundary: the line Re λ = 0 for a flow (DF), the unit
+                            circle for a map (∂f/∂h: a GRU, LSTM or vanilla cell)
   unstable_frequency.png    sine task: the unstable frequency fp_omega at each condition's central fixed point
                             against ω_j, the identity line, and the median relative error
   pca_variance.png          fraction of the states' variance per principal component, and cumulatively
@@ -28,8 +30,10 @@ import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgba
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
 from rnn_sparsity.analysis.dynamics import frequency_error
+from rnn_sparsity.analysis.fixed_points import growth
 from rnn_sparsity.plots.common import HOLLOW, markdown_table, read_analysis, save_figure, table_figure
 
 CONDITION_CMAP = "viridis"
@@ -71,11 +75,16 @@ def row_conditions(analysis: dict[str, np.ndarray], key: str, count: int) -> np.
     return analysis[key].astype(int) if key in analysis else np.zeros(count, int)
 
 
+def kind(analysis: dict[str, np.ndarray]) -> str:
+    """The dynamics the arrays come from: "flow" (F = τ ẋ; also runs recorded before dynamics_kind) or "map"."""
+    return str(analysis["dynamics_kind"]) if "dynamics_kind" in analysis else "flow"
+
+
 def stable_points(analysis: dict[str, np.ndarray]) -> np.ndarray:
-    """(K,) fp_is_stable, or, without it, whether every eigenvalue of DF has Re λ < 0."""
+    """(K,) fp_is_stable, or, without it, whether no eigenvalue grows (fixed_points.growth)."""
     if "fp_is_stable" in analysis:
         return analysis["fp_is_stable"].astype(bool)
-    return np.all(analysis["fp_eigenvalues"].real < 0, axis=1)
+    return np.all(growth(analysis["fp_eigenvalues"], kind(analysis)) < 0, axis=1)
 
 
 def first_three(points: np.ndarray) -> np.ndarray:
@@ -89,18 +98,29 @@ def pc_label(analysis: dict[str, np.ndarray], index: int) -> str:
     return f"PC{index + 1} ({explained[index]:.1%} var.)" if index < len(explained) else f"PC{index + 1} (not kept)"
 
 
-def eigenvalue_limits(values: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
-    """x and y limits holding every eigenvalue and the line Re λ = 0 (DF's spectrum crowds near -1)."""
-    values = np.r_[np.ravel(values), -1.0, 0.2]
+def eigenvalue_limits(values: np.ndarray, of: str = "flow") -> tuple[tuple[float, float], tuple[float, float]]:
+    """x and y limits holding every eigenvalue and the stability boundary: the line Re λ = 0 (a flow's DF
+    crowds near -1), or the unit circle (a map's)."""
+    values = np.r_[np.ravel(values), -1.0, 0.2] if of == "flow" else np.r_[np.ravel(values), -1.0, 1.0, 1j, -1j]
     values = values[np.isfinite(values)]
     low, high, height = values.real.min(), values.real.max(), max(0.5, np.abs(values.imag).max())
     margin = 0.06 * max(high - low, 2 * height)
     return (low - margin, high + margin), (-height - margin, height + margin)
 
 
-def mark_stability_boundary(ax: plt.Axes) -> None:
-    ax.axvline(0.0, color="k", ls=":", lw=1, label="Re λ = 0")
-    ax.set(xlabel="Re λ  (1/τ)", ylabel="Im λ  (1/τ)")
+def mark_stability_boundary(ax: plt.Axes, of: str = "flow") -> None:
+    """Where modes start to grow: Re λ = 0 for a flow, |λ| = 1 for a map."""
+    if of == "flow":
+        ax.axvline(0.0, color="k", ls=":", lw=1, label="Re λ = 0")
+        ax.set(xlabel="Re λ  (1/τ)", ylabel="Im λ  (1/τ)")
+    else:
+        ax.add_patch(Circle((0, 0), 1.0, fill=False, ls=":", lw=1, color="k", label="|λ| = 1"))
+        ax.set(xlabel="Re λ", ylabel="Im λ")
+        ax.set_aspect("equal")
+
+
+def linearisation_name(of: str) -> str:
+    return "DF" if of == "flow" else "∂f/∂h"
 
 
 # ---------------------------------------------------------------------------------------- PC space
@@ -180,7 +200,7 @@ def pc_space_figure(run_dir: Path) -> Figure | None:
 
 # --------------------------------------------------------------------------------------- spectra
 def jacobian_eigenvalue_figure(run_dir: Path) -> Figure | None:
-    """Every eigenvalue of DF at every fixed point, coloured by the point's condition."""
+    """Every eigenvalue of the linearisation at every fixed point, coloured by the point's condition."""
     analysis = read_analysis(run_dir, ("fp_eigenvalues",))
     if analysis is None:
         return None
@@ -189,10 +209,12 @@ def jacobian_eigenvalue_figure(run_dir: Path) -> Figure | None:
     color = np.repeat(colors[row_conditions(analysis, "fp_condition", len(values))], values.shape[1], axis=0)
     fig, ax = plt.subplots(figsize=(6.4, 5), layout="constrained")
     ax.scatter(values.real.ravel(), values.imag.ravel(), c=color, s=10, alpha=0.7, linewidths=0)
-    mark_stability_boundary(ax)
-    xlim, ylim = eigenvalue_limits(values)
+    of = kind(analysis)
+    mark_stability_boundary(ax, of)
+    xlim, ylim = eigenvalue_limits(values, of)
     n_unstable = int((~stable_points(analysis)).sum()) if len(values) else 0
-    ax.set(xlim=xlim, ylim=ylim, title=f"Eigenvalues of DF at {len(values)} fixed points ({n_unstable} unstable)")
+    ax.set(xlim=xlim, ylim=ylim,
+           title=f"Eigenvalues of {linearisation_name(of)} at {len(values)} fixed points ({n_unstable} unstable)")
     ax.legend(loc="upper left", fontsize=8)
     if mappable is not None:
         fig.colorbar(mappable, ax=ax, label=label)
@@ -200,7 +222,7 @@ def jacobian_eigenvalue_figure(run_dir: Path) -> Figure | None:
 
 
 def draw_tracked_eigenvalues(ax: plt.Axes, analysis: dict[str, np.ndarray], norm: Normalize):
-    """Eigenvalues of DF at the fixed points tracked during training, coloured by step, late on top.
+    """Eigenvalues of the linearisation at the fixed points tracked during training, coloured by step, late on top.
 
     Returns the scatter, for a step colorbar.
     """
@@ -209,7 +231,7 @@ def draw_tracked_eigenvalues(ax: plt.Axes, analysis: dict[str, np.ndarray], norm
     step = np.repeat(steps[order], values.shape[1])
     points = ax.scatter(values[order].real.ravel(), values[order].imag.ravel(), c=step, cmap=TRACK_CMAP,
                         norm=norm, s=8, alpha=0.7, linewidths=0)
-    mark_stability_boundary(ax)
+    mark_stability_boundary(ax, kind(analysis))
     return points
 
 
@@ -228,7 +250,7 @@ def unstable_frequency_figure(run_dir: Path) -> Figure | None:
     ax.scatter(omegas[missing], np.zeros(missing.sum()), marker="x", s=40, color="crimson", clip_on=False,
                zorder=4, label=f"no unstable complex pair ({missing.sum()})")
     ax.set(xlim=(0, top), ylim=(0, top), xlabel=f"task frequency {OMEGA} (rad per time unit)",
-           ylabel="fp_omega = |Im λ| / τ (rad per time unit)")
+           ylabel="fp_omega = " + ("|Im λ| / τ" if kind(analysis) == "flow" else "|arg λ| / dt") + " (rad per time unit)")
     ax.set_title(f"Unstable frequency at the fixed points vs {OMEGA}\n"
                  f"median relative error {frequency_error(found, omegas):.3g}", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
@@ -297,6 +319,6 @@ def write_unstable_tables(runs: pd.DataFrame, keys: Sequence[str], out: Path) ->
         csv, md, png = (out / f"unstable_eigenvalues_by_{key}.{ext}" for ext in ("csv", "md", "png"))
         table.to_csv(csv, index=False)
         md.write_text(markdown_table(table))
-        title = f"Fixed points and unstable eigenvalues (Re λ > 0) by {key}"
+        title = f"Fixed points and unstable eigenvalues (Re λ > 0 of a flow, |λ| > 1 of a map) by {key}"
         written += [csv, md, save_figure(table_figure(table, title), png)]
     return written

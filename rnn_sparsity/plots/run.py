@@ -22,7 +22,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rnn_sparsity.artifacts import HISTORY, PARAMS, figures_dir, read_history, read_params
-from rnn_sparsity.plots.common import SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits, step_norm
+from rnn_sparsity.plots.common import (SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits,
+                                       spectrum_title, step_norm)
 
 LOSS_STYLES = {"loss": "-", "task_loss": "--", "reg_loss": ":"}  # loss = task_loss at λ = 0: both stay visible
 TASKS_SHOWN = 4
@@ -111,7 +112,7 @@ def eigenvalue_figure(run_dir: Path) -> Figure | None:
     fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
     points = draw_spectrum(ax, analysis, step_norm([analysis]))
     xlim, ylim = spectrum_limits([analysis])
-    ax.set(xlim=xlim, ylim=ylim, title="Eigenvalues of J during training")
+    ax.set(xlim=xlim, ylim=ylim, title=f"Eigenvalues of {spectrum_title(analysis)} during training")
     fig.colorbar(points, ax=ax, label="training step")
     ax.legend(loc="upper left", fontsize=8)
     return fig

@@ -38,7 +38,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from rnn_sparsity.plots.common import SPECTRUM_KEYS, draw_spectrum, read_analysis, save_figure, spectrum_limits, step_norm
-from rnn_sparsity.plots.dynamics import TRACK_CMAP, TRACK_KEYS, draw_tracked_eigenvalues, eigenvalue_limits
+from rnn_sparsity.plots.dynamics import (TRACK_CMAP, TRACK_KEYS, draw_tracked_eigenvalues, eigenvalue_limits, kind,
+                                         linearisation_name)
 
 SPECTRUM_SWEEPS = ("regularizer.strength", "model.sparsity")
 PANEL_COLUMNS = 4
@@ -167,13 +168,15 @@ def fp_eigenvalue_evolution_figure(runs: pd.DataFrame, key: str, keys: Sequence[
         return None
     steps = np.concatenate([analysis["fp_track_step"] for _, analysis in panels])
     norm = Normalize(steps.min(), steps.max())
-    xlim, ylim = eigenvalue_limits(np.concatenate([a["fp_track_eigenvalues"].ravel() for _, a in panels]))
+    of = kind(panels[0][1])
+    xlim, ylim = eigenvalue_limits(np.concatenate([a["fp_track_eigenvalues"].ravel() for _, a in panels]), of)
 
     def draw(ax, run, analysis):
         draw_tracked_eigenvalues(ax, analysis, norm)
         ax.set(xlim=xlim, ylim=ylim)
 
-    fig, axes = panel_grid(panels, key, keys, draw, f"Eigenvalues of DF at the tracked fixed points, by {key}")
+    fig, axes = panel_grid(panels, key, keys, draw,
+                           f"Eigenvalues of {linearisation_name(of)} at the tracked fixed points, by {key}")
     axes[0, 0].legend(loc="upper left", fontsize=7)
     fig.colorbar(ScalarMappable(norm, TRACK_CMAP), ax=axes, label="training step", shrink=0.9)
     return fig

@@ -1,4 +1,5 @@
-"""A researcher's own components, outside the package: a toy task, a toy regularizer and a Flax module.
+"""A researcher's own components, outside the package: a toy task, a toy regularizer, a Flax module and
+a Flax recurrent cell.
 
 tests/test_plugins.py runs a real multirun with them (PYTHONPATH=tests, hydra.searchpath=[file://tests/toy_plugin/conf])
 without any edit to rnn_sparsity: each YAML names its class by `_target_`.
@@ -108,3 +109,25 @@ class TinyMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         return nn.Dense(1)(jnp.tanh(nn.Dense(self.features)(x)))
+
+
+# ----------------------------------------------------------------------------------- the recurrent cell
+class LeakyTanhCell(nn.RNNCellBase):
+    """A leaky rate cell of one's own: h' = (1 − α) h + α tanh(h W_rec + x W_in + b). Its recurrent
+    kernel is `rec` (not h*: conf/model/leaky_cell.yaml names it in model.recurrent)."""
+    features: int = 16
+    alpha: float = 0.5
+
+    @nn.compact
+    def __call__(self, carry, x):
+        drive = nn.Dense(self.features, use_bias=False, name="rec")(carry) + nn.Dense(self.features, name="inp")(x)
+        h = (1.0 - self.alpha) * carry + self.alpha * jnp.tanh(drive)
+        return h, h
+
+    @nn.nowrap
+    def initialize_carry(self, rng, input_shape):
+        return jnp.zeros((*input_shape[:-1], self.features))
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
