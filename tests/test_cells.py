@@ -24,7 +24,7 @@ CELL_RUN = ["task=flipflop", "task.n_steps=16", "task.n_trials=16", "model.n_uni
 @pytest.mark.parametrize("cell,state", [(nn.SimpleCell, 6), (nn.GRUCell, 6), (nn.LSTMCell, 12)])
 def test_parameters_are_named_by_path_and_s_pins_the_recurrent_kernels(cell, state):
     model = cell_model(cell(features=6), 3, 2, jnp.float32)
-    params, mask = model.init(jax.random.key(0), {"sparsity": jnp.float32(0.75)})
+    params, mask = jax.jit(model.init)(jax.random.key(0), {"sparsity": jnp.float32(0.75)})
     recurrent = [name for name in params if name.startswith("cell/h") and name.endswith("/kernel")]
     assert set(model.masked) == set(model.weights) == set(recurrent) and recurrent
     assert {"readout/kernel", "readout/bias"} <= set(params)
@@ -35,9 +35,9 @@ def test_parameters_are_named_by_path_and_s_pins_the_recurrent_kernels(cell, sta
             assert np.all(mask[name] == 1)
     masks = [np.asarray(mask[name]) for name in recurrent]
     assert len(masks) == 1 or not np.array_equal(masks[0], masks[1])
-    outputs, states = model.apply(params, jnp.zeros((5, 4, 3)))
+    outputs, states = jax.eval_shape(model.apply, params, jnp.zeros((5, 4, 3)))
     assert outputs.shape == (5, 4, 2) and states.shape == (5, 4, state)
-    assert model.recurrent(params).shape == (state, state)  # ∂f/∂h at the origin, whose spectrum is tracked
+    assert jax.eval_shape(model.recurrent, params).shape == (state, state)  # ∂f/∂h at the origin, whose spectrum is tracked
 
 
 def test_a_gru_trains_with_l1_on_a_kernel_by_path_structural_sparsity_and_a_magnitude_pruner(tmp_path):

@@ -124,7 +124,7 @@ def cell_model(cell: nn.Module, n_inputs: int, n_outputs: int, dtype, *, recurre
         dtype_ = params[names[0]].dtype
         return jax.jacfwd(state_map, argnums=1)(params, jnp.zeros(n, dtype_), jnp.zeros(n_inputs, dtype_))
 
-    return Model(init=init, apply=apply, recurrent=recurrent_matrix, masked=masked,
+    return Model(init=init, apply=apply, recurrent=jax.jit(recurrent_matrix), masked=masked,
                  dynamics=Dynamics(kind="map", field=state_map, time_constant=float(dt), readout=outputs_at),
                  weights=masked)
 
