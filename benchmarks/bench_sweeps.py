@@ -32,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PEERS = Path(os.environ.get("RNN_SPARSITY_PEERS", ROOT.parent / "shared" / "peers"))
-PEER_VENV = ROOT / ".venv-peers"
+from _peers import PEERS, ROOT, peer_python  # beside this script
+
 MARK = "BENCH_COMPILE_S="
 
 CHILD = f"""
@@ -76,16 +75,6 @@ def timed(command: list[str], env: dict | None = None) -> dict:
 def ours(overrides: list[str], launcher: str, sweep_dir: Path, env: dict | None = None) -> dict:
     return timed([sys.executable, "-c", CHILD, "-m", *overrides, f"hydra/launcher={launcher}",
                   f"hydra.sweep.dir={sweep_dir}"], env)
-
-
-def peer_python() -> Path:
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {PEER_VENV} (torch 2.13.0 CPU, scikit-learn) for the PyTorch peer ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "scikit-learn", "numpy"],
-                       check=True)
-    return python
 
 
 def describe(result: dict) -> str:

@@ -34,6 +34,11 @@ class Dynamics(NamedTuple):
         None: the general path (the Jacobian formed per step).
     readout(params, h, u) -> the outputs (n_out,) the network gives in state h under input u (at a fixed
         point: what it reports there, e.g. a flip-flop memory's corner); None: none.
+    roots(params, h, u) -> a residual (N,) with exactly the fixed points as roots, better conditioned, that
+        the finder solves in place of F or f(h) − h, with ‖roots‖ ≤ ‖f(h) − h‖ wherever both are small
+        (so a point accepted at ‖roots‖ < tol is a fixed point to tol). A GRU's n(h) − h: f(h) − h =
+        (1 − z)(n(h) − h) with 1 − z > 0, whose valleys where an update gate saturates trap a search on
+        f(h) − h far from every fixed point. None: the field itself. Residuals are reported of the field.
     """
 
     kind: str
@@ -42,6 +47,7 @@ class Dynamics(NamedTuple):
     jacobian: Callable[[Params, Any, Any], Any] | None = None
     rate_field: Callable[[Params, Any], tuple[Any, Any]] | None = None
     readout: Callable[[Params, Any, Any], Any] | None = None
+    roots: Callable[[Params, Any, Any], Any] | None = None
 
 
 class Model(NamedTuple):

@@ -27,7 +27,7 @@ from flax import linen as nn
 from scipy.optimize import brentq
 
 from rnn_sparsity.analysis.fixed_points import default_tol, find_fixed_points, problem
-from rnn_sparsity.models.cells import cell_model, flatten_carry
+from rnn_sparsity.models.cells import cell_model, flatten_carry, gru_roots
 from rnn_sparsity.models.flax import nested_params
 
 
@@ -90,8 +90,9 @@ def vanilla_case():
     return model, params, roots, known, eigenvalues
 
 
-def gru_case():
-    """3 units of a GRU with constant gates r, z (hr, hz kernels 0) and a diagonal hn kernel."""
+def gru_case(roots=None):
+    """3 units of a GRU with constant gates r, z (hr, hz kernels 0) and a diagonal hn kernel (`roots`:
+    solved as the roots of that residual instead of f(h) − h)."""
     w = np.array([3.0, 0.8, 2.5])
     W_ir, b_ir = np.array([[0.5, -0.5, 1.0]]), np.array([1.2, 2.0, 0.0])
     W_iz, b_iz = np.array([[-1.0, 0.5, 0.5]]), np.array([-0.5, 0.0, 0.6])
@@ -99,7 +100,7 @@ def gru_case():
     b_hn = np.array([0.05, -0.3, 0.0])
     r, z = sigmoid(U @ W_ir + b_ir), sigmoid(U @ W_iz + b_iz)
     a = U @ W_in + b_in
-    model = cell_model(nn.GRUCell(features=3), 1, 2, jnp.float64)
+    model = cell_model(nn.GRUCell(features=3), 1, 2, jnp.float64, roots=roots)
     zero = np.zeros((3, 3))
     params = set_params(init_params(model), cell_hr_kernel=zero, cell_hz_kernel=zero, cell_hn_kernel=np.diag(w),
                         cell_hn_bias=b_hn, cell_ir_kernel=W_ir, cell_ir_bias=b_ir, cell_iz_kernel=W_iz,
@@ -154,6 +155,7 @@ def lstm_starts(seed):
 CASES = {
     "SimpleCell": (vanilla_case, (3, 1, 3), lambda: unit_starts(3, 0.95, 1)),
     "GRUCell": (gru_case, (3, 1, 3), lambda: unit_starts(3, 0.95, 2)),
+    "GRUCell, n(h) - h": (lambda: gru_case(roots=gru_roots), (3, 1, 3), lambda: unit_starts(3, 0.95, 2)),
     "LSTMCell": (lstm_case, (3, 1, 3), lambda: lstm_starts(3)),
 }
 
@@ -259,3 +261,18 @@ def test_apply_states_follow_the_state_map(cell):
         (c_new, h_new), _ = cell(features=features).apply(variables, (c_prev, h_prev), inputs[-1])
         np.testing.assert_allclose(states[-1], flatten_carry((c_new, h_new)), rtol=0, atol=1e-12)
         np.testing.assert_allclose(states[-1][:, :features], c_new, rtol=0, atol=1e-12)
+
+
+def test_the_grus_roots_residual_is_n_minus_h_of_flaxs_own_cell():
+    """f(h) − h = (1 − z)(n(h) − h) for flax.linen.GRUCell at random states and inputs, with z the update
+    gate: gru_roots has the GRU's fixed points as its roots and nothing else (1 − z > 0)."""
+    model = cell_model(nn.GRUCell(features=5), 2, 1, jnp.float64, roots=gru_roots)
+    params = model.init(jax.random.key(3), {"sparsity": 0.0})[0]
+    rng = np.random.default_rng(4)
+    params = {k: v + 0.5 * jnp.asarray(rng.normal(size=v.shape)) for k, v in params.items()}
+    h, u = jnp.asarray(rng.normal(size=(20, 5)) * 2), jnp.asarray(rng.normal(size=(20, 2)))
+    f = jax.vmap(model.dynamics.field, in_axes=(None, 0, 0))(params, h, u)
+    n_minus_h = jax.vmap(model.dynamics.roots, in_axes=(None, 0, 0))(params, h, u)
+    z = jax.nn.sigmoid(u @ params["cell/iz/kernel"] + params["cell/iz/bias"] + h @ params["cell/hz/kernel"])
+    np.testing.assert_allclose(f - h, (1 - z) * n_minus_h, rtol=0, atol=1e-12)
+    assert np.all(np.abs(n_minus_h) >= np.abs(f - h) - 1e-15)  # ‖roots‖ < tol implies ‖f(h) − h‖ < tol

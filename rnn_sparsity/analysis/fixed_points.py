@@ -158,21 +158,28 @@ def _residual_parts(static, args):
         return _rate_parts(*args)
     dynamics, (params, u) = static, args
     dtype = jax.tree.leaves(params)[0].dtype
-    jac = field_jacobian(dynamics)
     is_map = dynamics.kind == "map"
 
-    def residual(x):
-        f = dynamics.field(params, x, u)
-        return f - x if is_map else f
+    if dynamics.roots is not None:  # the model's better-conditioned residual with the same roots
+        def residual(x):
+            return dynamics.roots(params, x, u)
+
+        def jacobian(x):
+            return jax.jacfwd(residual)(x)
+    else:
+        def residual(x):
+            f = dynamics.field(params, x, u)
+            return f - x if is_map else f
+
+        def jacobian(x):
+            a = field_jacobian(dynamics)(params, x, u)
+            return a - jnp.eye(a.shape[0], dtype=a.dtype) if is_map else a
 
     def gradient(x, f):
         return jax.vjp(residual, x)[1](f)[0]
 
     def normal(x, mu, solve_dtype):
-        a = jac(params, x, u)
-        if is_map:
-            a = a - jnp.eye(a.shape[0], dtype=a.dtype)
-        a = a.astype(solve_dtype)
+        a = jacobian(x).astype(solve_dtype)
         return a.T @ a + mu.astype(solve_dtype) * jnp.eye(a.shape[0], dtype=solve_dtype)
 
     return residual, gradient, normal, dtype
@@ -369,6 +376,22 @@ def deduplicate(points: np.ndarray, scores: np.ndarray, radius: float) -> np.nda
     return np.array(kept, dtype=int)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _field_residuals(dynamics: Dynamics, params, u, points):
+    def residual(h):
+        f = dynamics.field(params, h, u)
+        return f - h if dynamics.kind == "map" else f
+    return jnp.linalg.norm(jax.vmap(residual)(points), axis=1)
+
+
+def field_residual_norms(prob: StateDynamics, points) -> np.ndarray:
+    """‖f(h) − h‖ (a map) or ‖F(h)‖ (a flow) at each point, of the model's field itself."""
+    points = np.asarray(points)
+    if len(points) == 0:
+        return np.zeros(0)
+    return np.asarray(_field_residuals(prob.dynamics, prob.params, prob.u, jnp.asarray(points, _dtype(prob))))
+
+
 def distance_outliers(points: np.ndarray, starts: np.ndarray, scale: float) -> np.ndarray:
     """FixedPointFinder's distance test: True where a point lies farther than `scale` times the starts'
     mean distance from their centroid, measured from that centroid."""
@@ -501,6 +524,8 @@ def find_fixed_points(prob: RateNetwork | StateDynamics, starts, *, tol: float |
             n_iter[rerun] += np.asarray(again.n_iter)
             q = 0.5 * norms ** 2
     outcome = np.where(norms < tol, CONVERGED, NOT_CONVERGED)
+    if isinstance(prob, StateDynamics) and prob.dynamics.roots is not None:
+        norms = field_residual_norms(prob, points)  # reported of the field itself: ≤ the roots' where accepted
     if outlier_distance_scale is not None and len(starts):
         outcome[(outcome == CONVERGED) & distance_outliers(points, starts, outlier_distance_scale)] = DISTANCE_OUTLIER
     converged = np.flatnonzero(outcome == CONVERGED)
@@ -511,7 +536,7 @@ def find_fixed_points(prob: RateNetwork | StateDynamics, starts, *, tol: float |
     return FixedPoints(
         points=points[unique], residual_norms=norms[unique], eigenvalues=eigenvalues,
         n_unstable=np.sum(grows > 0, axis=1), is_stable=np.all(grows < 0, axis=1),
-        n_converged=int(np.sum(norms < tol)), n_starts=int(points.shape[0]), kind=kind,
+        n_converged=int(np.sum(outcome != NOT_CONVERGED)), n_starts=int(points.shape[0]), kind=kind,
         start_q=q, start_n_iter=n_iter, start_outcome=outcome, n_rerun=int(rerun.size))
 
 
@@ -527,6 +552,8 @@ def slow_points(prob: RateNetwork | StateDynamics, starts, *, q_tol: float, tol:
     """Local minima of q(x) = ½‖r(x)‖² that are not fixed points: Levenberg–Marquardt on r from the
     starts, each stopping when ‖∇q‖ = ‖∂rᵀr‖ < grad_tol (default tol²: far below any gradient seen
     away from a minimum) or ‖r‖ < tol; keeps q < q_tol with ‖r‖ ≥ tol, merged within dedup_radius."""
+    if isinstance(prob, StateDynamics):  # minima of the field's own q, not of a better-conditioned proxy's
+        prob = prob._replace(dynamics=prob.dynamics._replace(roots=None))
     dtype = _dtype(prob)
     tol = default_tol(dtype, _n_state(prob, starts)) if tol is None else tol
     grad_tol = max(tol * tol, float(jnp.finfo(dtype).tiny)) if grad_tol is None else grad_tol
