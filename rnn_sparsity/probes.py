@@ -237,6 +237,8 @@ class Analysis(AnalysisComponent):
                   "fixed points, slow points and PCA need a recurrent model (ctrnn, rnn, gru, lstm, flax_rnn)")
             check(a.enabled, "analysis.enabled", a.enabled,
                   "must be true when fixed points, slow points, PCA or tracking are asked for")
+            check(not (a.pca.enabled and a.pca.rates) or parts.model.has_rates, "analysis.pca.rates", a.pca.rates,
+                  "PCA of the rates tanh(x) needs a model with rates (ctrnn); a cell's states are its activity")
         n_conditions = parts.task.n_conditions()
         for index in a.track_tasks:
             check(0 <= index < n_conditions, "analysis.track_tasks", list(a.track_tasks),

@@ -103,6 +103,7 @@ def test_members_sharded_over_two_host_devices_and_split_in_batches(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # a batch and its serial runs (~11 s cold)
 def test_runs_differing_only_in_their_data_train_as_one_program_and_write_what_serial_runs_write(tmp_path):
     """A task's data keys (the rebound study's data seed and target noise) change only its data arrays,
     which are traced arguments: the runs share one trainer, train as one batch, and each member sees its

@@ -162,7 +162,7 @@ CASES = {
 
 def residual_norms(model, params, points):
     """‖f(h) − h‖ at each point, straight from the model's state map."""
-    field = jax.vmap(model.dynamics.field, in_axes=(None, 0, None))
+    field = jax.jit(jax.vmap(model.dynamics.field, in_axes=(None, 0, None)))
     points = jnp.asarray(points)
     return np.linalg.norm(np.asarray(field(params, points, jnp.asarray(U)) - points), axis=1)
 
@@ -217,7 +217,7 @@ def test_eigenvalues_of_a_map_are_those_of_df_dh_not_of_the_residual():
     rng = np.random.default_rng(5)
     result = find_fixed_points(problem(model.dynamics, params, u), rng.uniform(-1.5, 1.5, (40, 6)))
     assert len(result.points) >= 1
-    jac = jax.jacfwd(model.dynamics.field, argnums=1)
+    jac = jax.jit(jax.jacfwd(model.dynamics.field, argnums=1))
     for point, values in zip(result.points, result.eigenvalues):
         J = np.asarray(jac(params, jnp.asarray(point), u))
         expected = np.linalg.eigvals(J)
@@ -249,9 +249,9 @@ def test_apply_states_follow_the_state_map(cell):
     # every step of every trial at once: f and the readout from the state before it (the zero carry at t = 0)
     previous = jnp.concatenate([jnp.zeros((1, 3, n)), states[:-1]]).reshape(-1, n)
     u = inputs.reshape(-1, n_in)
-    np.testing.assert_allclose(jax.vmap(model.dynamics.field, in_axes=(None, 0, 0))(params, previous, u),
+    np.testing.assert_allclose(jax.jit(jax.vmap(model.dynamics.field, in_axes=(None, 0, 0)))(params, previous, u),
                                states.reshape(-1, n), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(jax.vmap(model.dynamics.readout, in_axes=(None, 0, 0))(params, previous, u),
+    np.testing.assert_allclose(jax.jit(jax.vmap(model.dynamics.readout, in_axes=(None, 0, 0)))(params, previous, u),
                                outputs.reshape(-1, n_out), rtol=0, atol=1e-12)
     assert np.abs(np.asarray(states[-1])).min() > 1e-3  # states that moved away from the zero carry
 
@@ -271,8 +271,8 @@ def test_the_grus_roots_residual_is_n_minus_h_of_flaxs_own_cell():
     rng = np.random.default_rng(4)
     params = {k: v + 0.5 * jnp.asarray(rng.normal(size=v.shape)) for k, v in params.items()}
     h, u = jnp.asarray(rng.normal(size=(20, 5)) * 2), jnp.asarray(rng.normal(size=(20, 2)))
-    f = jax.vmap(model.dynamics.field, in_axes=(None, 0, 0))(params, h, u)
-    n_minus_h = jax.vmap(model.dynamics.roots, in_axes=(None, 0, 0))(params, h, u)
+    f = jax.jit(jax.vmap(model.dynamics.field, in_axes=(None, 0, 0)))(params, h, u)
+    n_minus_h = jax.jit(jax.vmap(model.dynamics.roots, in_axes=(None, 0, 0)))(params, h, u)
     z = jax.nn.sigmoid(u @ params["cell/iz/kernel"] + params["cell/iz/bias"] + h @ params["cell/hz/kernel"])
     np.testing.assert_allclose(f - h, (1 - z) * n_minus_h, rtol=0, atol=1e-12)
     assert np.all(np.abs(n_minus_h) >= np.abs(f - h) - 1e-15)  # ‖roots‖ < tol implies ‖f(h) − h‖ < tol

@@ -65,6 +65,7 @@ def test_a_gru_trains_with_l1_on_a_kernel_by_path_structural_sparsity_and_a_magn
     (["model=gru", "model.sparsity=1.0"], "model.sparsity", "0 <= s < 1"),
     (["model=lstm", "model.n_units=0"], "model.n_units", "> 0"),
     (["model=rnn", "model.dt=0"], "model.dt", "> 0"),
+    (["model=gru", "analysis=dynamics", "analysis.pca.rates=true"], "analysis.pca.rates", "needs a model with rates"),
 ])
 def test_bad_cell_configs_are_refused_naming_the_key(overrides, key, allowed):
     with pytest.raises(ConfigError) as err:

@@ -132,6 +132,7 @@ def test_a_batch_job_trains_in_its_place_with_the_submitters_hydra_state(tmp_pat
     assert PLACE_VAR not in os.environ and os.getcwd() == launch_dir
 
 
+@pytest.mark.slow  # a fresh process running a job (~6-12 s cold)
 @pytest.mark.usefixtures("hydra_restore_singletons")
 def test_the_submitters_resolvers_reach_a_fresh_process(tmp_path):
     """A BatchJob as submitit sends it (cloudpickle) to a process that never registered the resolver:

@@ -213,6 +213,7 @@ def test_worst_case_decay_time_is_the_slowest_mode_for_a_normal_network():
     assert worst_case_decay_time(J, tau, 0.01, 100.0) == pytest.approx(expected, rel=1e-8)
 
 
+@pytest.mark.slow  # a long matrix-exponential scan to compile (~6-11 s cold)
 def test_worst_case_decay_time_is_the_first_crossing_of_the_operator_norm():
     """A non-normal 2×2 (transient amplification): the worst start decays later than the typical one and
     than the slowest mode, and the time is where ‖expm(At)‖₂ first drops below the fraction."""

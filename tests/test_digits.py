@@ -44,6 +44,7 @@ def test_a_seeded_split_that_partitions_the_scaled_samples():
     np.testing.assert_array_equal(raw.test_inputs, 16 * task.test_inputs)  # the same split, unscaled
 
 
+@pytest.mark.slow  # training to 90% on the digits (~9 s cold)
 def test_an_mlp_learns_the_digits(tmp_path):
     metrics = run(compose_cfg(*DIGITS, "optimizer=adam", "optimizer.lr=1e-2", "optimizer.batch_size=64",
                               "optimizer.steps=300", "precision=float32", tiny=False), tmp_path)

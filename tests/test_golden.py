@@ -144,6 +144,7 @@ def test_the_numerics_probes_see_rounding():
     assert avx["probes"] != here()["probes"] and avx["key"] != here()["key"] and len(avx["key"]) == 12
 
 
+@pytest.mark.slow  # the Iris job's 7000 steps (~18 s cold); the whole golden family is slow
 @pytest.mark.parametrize("name", sorted(QUICK))
 def test_one_job_reproduces(name, tmp_path):
     check_case(name, tmp_path, QUICK[name])

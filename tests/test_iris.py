@@ -35,6 +35,7 @@ def test_cross_entropy_and_accuracy_against_numpy():
     assert float(accuracy(logits, targets)) == pytest.approx(np.mean(np.argmax(logits[0], -1) == labels))
 
 
+@pytest.mark.slow  # two Iris trainings (~13 s cold)
 def test_unregularised_classifier_learns_and_proximal_l1_leaves_exact_zeros(tmp_path):
     plain = run(compose_cfg(*IRIS, "regularizer.strength=0", tiny=False), tmp_path / "plain")
     assert plain["test_accuracy"] >= 0.9 and plain["window_test_accuracy"] >= 0.9

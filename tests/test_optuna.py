@@ -88,6 +88,7 @@ def test_the_objective_is_typed_checked_and_not_part_of_the_fingerprint():
         validate(compose_cfg("objective.metric=test_accuracy"))
 
 
+@pytest.mark.slow  # two Optuna sweeps in subprocesses (~13 s cold)
 def test_an_unknown_metric_or_an_opposite_sweeper_direction_is_refused_before_training(tmp_path):
     code, log = rnn_sparsity(tmp_path, *IRIS, "objective.metric=test_acuracy", f"hydra.run.dir={tmp_path}/run")
     assert code == 2 and "rnn-sparsity: error: invalid config value objective.metric='test_acuracy'" in log, log[-2000:]

@@ -45,6 +45,7 @@ def solve(lam, steps, max_backtracking=15):
     return jax.lax.scan(step, (params, state), None, length=steps)[0]
 
 
+@pytest.mark.slow  # jaxopt's solver compiled beside ours (~9 s cold)
 def test_iterates_equal_jaxopts_accelerated_proximal_gradient():
     jaxopt = pytest.importorskip("jaxopt")
     reference = jaxopt.ProximalGradient(fun=smooth, prox=soft_threshold, acceleration=True, maxls=15,

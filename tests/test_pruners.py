@@ -67,6 +67,7 @@ def test_a_magnitude_prune_zeroes_the_floor_s_n_smallest_weights_of_its_step_and
             assert np.all(np.asarray(state.best_params[t])[np.asarray(after[t]) == 0] == 0)
 
 
+@pytest.mark.slow  # a pruned training of its own to compile (~11 s cold)
 def test_the_gradual_schedule_reaches_zhu_and_gupta_s_sparsity_at_every_pruning_step():
     s_i, s_f, t0, every, n = 0.1, 0.8, 0, 20, 2  # prunes before steps 0, 20 and 40 (each a chunk's first)
     _, _, states, initial = chunk_states("pruner=gradual", f"pruner.initial_sparsity={s_i}",

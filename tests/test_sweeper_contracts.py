@@ -262,6 +262,7 @@ def lock_holder(tmp_path):
     proc.wait()
 
 
+@pytest.mark.slow  # CLI sweeps in subprocesses (~8-16 s cold)
 def test_a_second_sweep_into_a_locked_dir_refuses_in_one_line_and_runs_nothing(tmp_path, lock_holder):
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, "-m", "rnn_sparsity", "-m", *TINY, "seed=0,1",

@@ -46,6 +46,7 @@ def test_each_epoch_visits_every_sample_once_in_a_new_order():
     assert not np.array_equal(np.concatenate(epoch), next_epoch)
 
 
+@pytest.mark.slow  # a minibatch run to early stopping (~10 s cold)
 def test_early_stopping_ends_a_run_after_patience_epochs_without_improvement(tmp_path):
     # lr ~ 0: every epoch loss is the same mean over all samples up to rounding (the order differs), so
     # after the first epoch at most a rounding-level improvement or two, then `patience` stale epochs
@@ -276,6 +277,7 @@ def test_the_near_zero_threshold_is_a_key():
         assert task.near_zero_fraction(params)["near_zero_fraction"] == expected
 
 
+@pytest.mark.slow  # a teacher-student run (~8 s cold)
 def test_a_run_counts_near_zeros_with_the_key_and_records_their_trajectory(tmp_path):
     from rnn_sparsity.artifacts import read_arrays, read_params
     from rnn_sparsity.plots.teacher_student import near_zero_figure

@@ -119,6 +119,7 @@ def test_structurally_masked_entries_stay_exactly_zero(tmp_path, mode, optimizer
     assert metrics["sparsity"] >= 1 - mask.mean()
 
 
+@pytest.mark.slow  # two trainings of their own (~8 s cold)
 def test_lbfgs_stops_at_its_gradient_tolerance_and_adam_does_not():
     cfg, trainer, hyper = trainer_for("precision=float64", "optimizer.loss_threshold=0")
     key = jax.random.key(2)

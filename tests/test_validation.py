@@ -91,6 +91,7 @@ def test_unknown_options_and_keys_are_refused_by_hydra(refused, override, key):
     assert result["code"] == 1 and key in result["err"] and "Traceback" not in result["err"]
 
 
+@pytest.mark.slow  # the installed console script in a subprocess (~7-14 s cold)
 def test_the_console_script_exits_2_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rnn_sparsity", "optimizer.lr=inf", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=60)
@@ -146,6 +147,7 @@ def test_an_unwritable_failure_record_leaves_the_run_incomplete_and_says_why(tmp
     assert artifacts.check_run(tmp_path).status == "incomplete"
 
 
+@pytest.mark.slow  # a CLI process interrupted while it compiles (~11 s cold)
 def test_ctrl_c_during_compilation_exits_130_without_a_crash(tmp_path):
     """SIGINT while XLA compiles (Python's handler cannot run then): exit 130 within a few seconds, from
     the first signal, also when the parent left SIGINT blocked (the child inherits the mask: this test

@@ -240,6 +240,7 @@ def test_chdir_and_a_custom_sweep_subdir(hydra_sweep_runner, tmp_path, launcher)
             assert seen[event, num]["absolute"] == str(Path(os.getcwd()) / "foo/bar")
 
 
+@pytest.mark.slow  # a user's resolver through a CLI sweep (~16 s cold)
 @pytest.mark.parametrize("launcher", BOTH)
 def test_a_resolver_registered_in_the_submitting_process_works_in_every_job(hydra_sweep_runner, tmp_path, launcher):
     """A user's resolver registered only here (not on a vmap_slurm node; launcher_common_tests:

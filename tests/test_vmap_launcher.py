@@ -79,6 +79,7 @@ def test_vmap_launcher_fast_decay_lbfgs_with_line_search(tmp_path):
     assert all("lbfgs" in m["stages"] for m in metrics)
 
 
+@pytest.mark.slow  # a CLI sweep (~9 s cold)
 def test_a_bad_job_fails_alone_and_the_sweep_says_so(tmp_path):
     sweep, proc = multirun(tmp_path, "vmap", *TINY, "optimizer=adam", "regularizer.strength=0,-1", "seed=0",
                            expect_rc=1)
