@@ -14,6 +14,7 @@ SMALL = ["sweeps=thalamocortical", "model.n_units=20", "model.rank_fraction=0.2"
          "optimizer.steps=10", "optimizer.lbfgs_steps=40"]
 
 
+@pytest.mark.slow  # a fast-decay training to compile (~8 s cold)
 def test_task_loss_is_the_lyapunov_decay_plus_weighted_terms_and_only_u_v_train():
     cfg = compose_cfg(*SMALL, tiny=False)
     set_precision("float64")

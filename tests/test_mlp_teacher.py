@@ -56,6 +56,7 @@ def test_perturbed_start_has_the_expected_distance(tmp_path, perturbation, share
     assert start == pytest.approx(0.01 * 751 * share, rel=0.12)
 
 
+@pytest.mark.slow  # a training of its own (~7 s cold); tests/test_drr.py checks the penalty
 def test_drr_regularizer_is_the_drr_penalty_over_its_targets():
     cfg = compose_cfg(*STUDENT, "regularizer=drr", "regularizer.strength=0.5", "regularizer.rho=0.1", tiny=False)
     set_precision("float64")

@@ -192,6 +192,7 @@ def test_the_studys_data_are_100k_standard_normal_inputs_per_seed_and_nothing_he
     assert not np.allclose(other.inputs[0, :10], x[:10])
 
 
+@pytest.mark.slow  # two students to compile (~6 s cold)
 def test_teacher_and_student_activations_are_separate_keys():
     from rnn_sparsity.experiment import static_key
     from rnn_sparsity.tasks.teacher_student import teacher_data
