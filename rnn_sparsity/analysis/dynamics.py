@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from ..contracts import Conditions, Dynamics, Probe
-from .fixed_points import (FixedPoints, find_fixed_points, growth, input_jacobians, linearisations, problem, readouts,
+from .fixed_points import (FixedPoints, find_fixed_points, growth, input_jacobians, problem, readouts, rotation,
                            slow_points)
 from .pca import fit_pca
 
@@ -127,8 +127,7 @@ def unstable_frequency(eigenvalues: np.ndarray, kind: str, time_constant: float)
     pick = (grows > 0) & (np.abs(eigenvalues.imag) > OSCILLATORY)
     if not np.any(pick):
         return float("nan")
-    top = eigenvalues[pick][np.argmax(grows[pick])]
-    return float((abs(top.imag) if kind == "flow" else abs(np.angle(top))) / time_constant)
+    return float(abs(rotation(eigenvalues[pick][np.argmax(grows[pick])], kind)) / time_constant)
 
 
 def central_fixed_point(points: np.ndarray, trajectory: np.ndarray) -> int | None:
@@ -218,9 +217,8 @@ def search_conditions(dynamics: Dynamics, params, conditions: Conditions, paths,
                                     outlier_distance_scale=fp.outlier_distance_scale,
                                     rerun_q_outliers=fp.rerun_q_outliers)
             found.append(fps)
-            jacobians = linearisations(prob, fps.points)
             directions.extend(leading_unstable_direction(j, fps.kind) if not stable else np.full(len(j), np.nan)
-                              for j, stable in zip(jacobians, fps.is_stable))
+                              for j, stable in zip(fps.jacobians, fps.is_stable))
             if fp.input_jacobians:
                 inputs_jac.append(input_jacobians(dynamics, params, u, fps.points))
             if dynamics.readout is not None:

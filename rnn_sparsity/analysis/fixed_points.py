@@ -144,6 +144,14 @@ def _static_and_args(prob: RateNetwork | StateDynamics):
     return prob.dynamics, (prob.params, prob.u)
 
 
+def field_residual(dynamics: Dynamics, params, u) -> Callable:
+    """r(h) of the model's field itself: F(h, u) for a flow, f(h, u) − h for a map."""
+    def residual(h):
+        f = dynamics.field(params, h, u)
+        return f - h if dynamics.kind == "map" else f
+    return residual
+
+
 def field_jacobian(dynamics: Dynamics) -> Callable:
     """∂field/∂h at (params, h, u): the model's analytic one, or forward-mode autodiff of its field."""
     if dynamics.jacobian is not None:
@@ -158,7 +166,6 @@ def _residual_parts(static, args):
         return _rate_parts(*args)
     dynamics, (params, u) = static, args
     dtype = jax.tree.leaves(params)[0].dtype
-    is_map = dynamics.kind == "map"
 
     if dynamics.roots is not None:  # the model's better-conditioned residual with the same roots
         def residual(x):
@@ -167,13 +174,11 @@ def _residual_parts(static, args):
         def jacobian(x):
             return jax.jacfwd(residual)(x)
     else:
-        def residual(x):
-            f = dynamics.field(params, x, u)
-            return f - x if is_map else f
+        residual = field_residual(dynamics, params, u)
 
         def jacobian(x):
             a = field_jacobian(dynamics)(params, x, u)
-            return a - jnp.eye(a.shape[0], dtype=a.dtype) if is_map else a
+            return a - jnp.eye(a.shape[0], dtype=a.dtype) if dynamics.kind == "map" else a
 
     def gradient(x, f):
         return jax.vjp(residual, x)[1](f)[0]
@@ -378,10 +383,7 @@ def deduplicate(points: np.ndarray, scores: np.ndarray, radius: float) -> np.nda
 
 @functools.partial(jax.jit, static_argnums=0)
 def _field_residuals(dynamics: Dynamics, params, u, points):
-    def residual(h):
-        f = dynamics.field(params, h, u)
-        return f - h if dynamics.kind == "map" else f
-    return jnp.linalg.norm(jax.vmap(residual)(points), axis=1)
+    return jnp.linalg.norm(jax.vmap(field_residual(dynamics, params, u))(points), axis=1)
 
 
 def field_residual_norms(prob: StateDynamics, points) -> np.ndarray:
@@ -405,8 +407,9 @@ _rate_jacobians = jax.jit(jax.vmap(rate_jacobian, in_axes=(None, 0)))
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _state_jacobians(dynamics: Dynamics, argnum: int, params, u, points):
-    return jax.vmap(jax.jacfwd(dynamics.field, argnums=argnum) if argnum == 2 or dynamics.jacobian is None
-                    else dynamics.jacobian, in_axes=(None, 0, None))(params, points, u)
+    """∂field/∂h (argnum 1: the model's own where it has one) or ∂field/∂u (argnum 2) at every point."""
+    jac = field_jacobian(dynamics) if argnum == 1 else jax.jacfwd(dynamics.field, argnums=2)
+    return jax.vmap(jac, in_axes=(None, 0, None))(params, points, u)
 
 
 def linearisations(prob: RateNetwork | StateDynamics, points) -> np.ndarray:
@@ -456,15 +459,21 @@ def growth(values: np.ndarray, kind: str) -> np.ndarray:
     return np.asarray(values).real if kind == "flow" else np.abs(values) - 1.0
 
 
-def jacobian_eigenvalues(prob: RateNetwork | StateDynamics, points) -> np.ndarray:
-    """Eigenvalues (K, N) of the linearisation at each point, on the host, each row sorted by
-    descending growth (Re λ for a flow, |λ| for a map)."""
-    jacobians = linearisations(prob, points)
+def rotation(values: np.ndarray, kind: str) -> np.ndarray:
+    """How fast each eigenvalue's mode turns, per time constant: Im λ for a flow (τ ḣ = F), arg λ per
+    step for a map; divide by the time constant (τ or dt) for rad per time unit."""
+    values = np.asarray(values)
+    return values.imag if kind == "flow" else np.angle(values)
+
+
+def sorted_eigenvalues(jacobians: np.ndarray, kind: str) -> np.ndarray:
+    """Eigenvalues (K, N) of each linearisation (K, N, N), on the host, each row sorted by descending
+    growth (Re λ for a flow, |λ| for a map)."""
     if len(jacobians) == 0:
         return np.zeros(jacobians.shape[:2], complex)
     with single_threaded_blas():
-        values = np.linalg.eigvals(jacobians.astype(np.float64))
-    order = np.argsort(-growth(values, kind_of(prob)), axis=1, kind="stable")
+        values = np.linalg.eigvals(np.asarray(jacobians, np.float64))
+    order = np.argsort(-growth(values, kind), axis=1, kind="stable")
     return np.take_along_axis(values, order, axis=1)
 
 
@@ -483,6 +492,7 @@ class FixedPoints(NamedTuple):
     n_converged: int            # starts that reached ‖r‖ < tol (before deduplication)
     n_starts: int
     kind: str = "flow"
+    jacobians: np.ndarray | None = None     # (K, N, N) the linearisation at each point
     start_q: np.ndarray | None = None       # (S,) q = ½‖r‖² where each start stopped
     start_n_iter: np.ndarray | None = None  # (S,) iterations it ran (both rounds with a rerun)
     start_outcome: np.ndarray | None = None  # (S,) CONVERGED | NOT_CONVERGED | DISTANCE_OUTLIER
@@ -492,8 +502,7 @@ class FixedPoints(NamedTuple):
         """Per point, the angular frequency per unit time of the growing eigenvalues (Im λ for a flow,
         arg λ per step for a map; ± pairs both listed; divide by the time constant for rad per time)."""
         grow = growth(self.eigenvalues, self.kind) > 0
-        angle = self.eigenvalues.imag if self.kind == "flow" else np.angle(self.eigenvalues)
-        return [a[g] for a, g in zip(angle, grow)]
+        return [a[g] for a, g in zip(rotation(self.eigenvalues, self.kind), grow)]
 
 
 def find_fixed_points(prob: RateNetwork | StateDynamics, starts, *, tol: float | None = None, max_iter: int = 200,
@@ -530,13 +539,14 @@ def find_fixed_points(prob: RateNetwork | StateDynamics, starts, *, tol: float |
         outcome[(outcome == CONVERGED) & distance_outliers(points, starts, outlier_distance_scale)] = DISTANCE_OUTLIER
     converged = np.flatnonzero(outcome == CONVERGED)
     unique = converged[deduplicate(points[converged], norms[converged], dedup_radius)]
-    eigenvalues = jacobian_eigenvalues(prob, points[unique])
     kind = kind_of(prob)
+    jacobians = linearisations(prob, points[unique])
+    eigenvalues = sorted_eigenvalues(jacobians, kind)
     grows = growth(eigenvalues, kind)
     return FixedPoints(
         points=points[unique], residual_norms=norms[unique], eigenvalues=eigenvalues,
         n_unstable=np.sum(grows > 0, axis=1), is_stable=np.all(grows < 0, axis=1),
-        n_converged=int(np.sum(outcome != NOT_CONVERGED)), n_starts=int(points.shape[0]), kind=kind,
+        n_converged=int(np.sum(outcome != NOT_CONVERGED)), n_starts=int(points.shape[0]), kind=kind, jacobians=jacobians,
         start_q=q, start_n_iter=n_iter, start_outcome=outcome, n_rerun=int(rerun.size))
 
 

@@ -118,6 +118,11 @@ def rate_field(params: Params, u) -> tuple[jax.Array, jax.Array]:
     return params["J"], params["B"] @ jnp.asarray(u, params["B"].dtype).reshape(-1) + params["b_x"]
 
 
+def readout(params: Params, x) -> jax.Array:
+    """z = w tanh(x) + b_z for states x (..., N)."""
+    return jnp.tanh(x) @ params["w"].T + params["b_z"]
+
+
 def velocity(params: Params, x, u) -> jax.Array:
     """F(x, u) = -x + J tanh(x) + B u + b_x = τ ẋ at one state x (N,)."""
     J, c = rate_field(params, u)
@@ -132,7 +137,7 @@ def velocity_jacobian(params: Params, x, u) -> jax.Array:
 def dynamics(tau: float) -> Dynamics:
     """The CTRNN's flow F = τ ẋ, its analytic Jacobian and its rate-network form (the finder's fast path)."""
     return Dynamics(kind="flow", field=velocity, time_constant=float(tau), jacobian=velocity_jacobian,
-                    rate_field=rate_field, readout=lambda params, x, u: params["w"] @ jnp.tanh(x) + params["b_z"])
+                    rate_field=rate_field, readout=lambda params, x, u: readout(params, x))
 
 
 def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
@@ -159,7 +164,7 @@ def make_model(cfg, n_inputs: int, n_outputs: int, dtype) -> Model:
         if x0 is None:
             x0 = jnp.zeros(drive.shape[1:], drive.dtype)
         states = euler_states(alpha, params["J"], drive, x0)
-        outputs = jnp.tanh(states) @ params["w"].T + params["b_z"]
+        outputs = readout(params, states)
         return outputs, states
 
     return Model(init=init, apply=apply, recurrent=lambda p: p["J"], masked=("J",), rates=jnp.tanh,
